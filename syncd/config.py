@@ -1,0 +1,166 @@
+"""Typed settings, read once from the environment (and `.env`), then passed down.
+
+Nothing else in syncd reads `os.environ`.  Secrets are `SecretStr`, so the
+API key and the database password never show in `repr`, logs or errors.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from syncd.errors import ConfigError
+from syncd.models import OffsetMode
+
+DEFAULT_API_URL = "https://openapi.coreclaw.com"
+V2_MAX_PAGE_SIZE = 100
+
+
+class AuthMode(StrEnum):
+    BEARER = "bearer"
+    API_KEY = "api-key"
+    QUERY = "query"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _env(name: str) -> Any:
+    """Bind a field to exactly one documented variable name."""
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """All of syncd's configuration. Build it with `load_settings()`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    api_url: str = DEFAULT_API_URL
+    auth_mode: AuthMode = AuthMode.BEARER
+    ca_bundle: Path | None = None
+    database_url: SecretStr | None = None
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("syncd")))
+
+    poll_interval_v1_s: float = Field(60.0, gt=0, validation_alias=_env("SYNCD_POLL_INTERVAL_V1"))
+    poll_interval_v2_s: float = Field(60.0, gt=0, validation_alias=_env("SYNCD_POLL_INTERVAL_V2"))
+    page_size_v1: int = Field(100, ge=1, le=1000)
+    page_size_v2: int = Field(V2_MAX_PAGE_SIZE, ge=1, le=V2_MAX_PAGE_SIZE)
+    v2_offset_mode: OffsetMode = OffsetMode.AUTO
+    max_pages: int = Field(100_000, ge=1)
+
+    http_timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(8, ge=0)
+    max_backoff_s: float = Field(120.0, gt=0)
+    retry_after_floor_s: float = Field(0.5, ge=0)
+
+    log_format: LogFormat = LogFormat.JSON
+    log_level: str = "INFO"
+    http_port: int = Field(8080, ge=0, le=65535)
+    http_host: str = "0.0.0.0"  # noqa: S104 - a container must listen on all interfaces
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        return SecretStr(normalise_database_url(value.get_secret_value()))
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    def resolved_api_key(self) -> SecretStr | None:
+        """The API key, from SYNCD_API_KEY or the file SYNCD_API_KEY_FILE names."""
+        if self.api_key is not None and self.api_key.get_secret_value():
+            return self.api_key
+        if self.api_key_file is not None:
+            try:
+                text = self.api_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"SYNCD_API_KEY_FILE: cannot read {self.api_key_file}: {exc.strerror}"
+                ) from None
+            if not text:
+                raise ConfigError(f"SYNCD_API_KEY_FILE: {self.api_key_file} is empty")
+            return SecretStr(text)
+        return None
+
+    def poll_interval_s(self, stream: str) -> float:
+        return self.poll_interval_v1_s if stream == "v1" else self.poll_interval_v2_s
+
+    def secrets(self) -> list[str]:
+        """Every secret value in this config, for the log scrubber."""
+        found: list[str] = []
+        if self.api_key is not None and self.api_key.get_secret_value():
+            found.append(self.api_key.get_secret_value())
+        if self.database_url is not None:
+            password = make_url(self.database_url.get_secret_value()).password
+            if password:
+                found.append(str(password))
+        return found
+
+
+def normalise_database_url(raw: str) -> str:
+    """Accept any Postgres URL spelling and return the asyncpg one SQLAlchemy needs."""
+    try:
+        url: URL = make_url(raw)
+    except ArgumentError:
+        raise ValueError("must be a URL like postgresql://user:password@host:5432/dbname") from None
+    backend = url.get_backend_name()
+    if backend not in {"postgresql", "postgres"}:
+        raise ValueError(f"must be a PostgreSQL URL, not {backend!r}")
+    return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for logs and status output."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _field_env_name(loc: tuple[int | str, ...]) -> str:
+    name = str(loc[0]) if loc else "?"
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"SYNCD_{name.upper()}" if not name.startswith("SYNCD_") else name
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [f"{_field_env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None

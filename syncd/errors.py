@@ -1,0 +1,99 @@
+"""Every exception syncd raises, arranged by what the operator should do.
+
+    SyncdError                      base: anything syncd reports on purpose
+    ├── ConfigError                 fix the environment / .env and restart
+    ├── UpstreamError               something about the CoreClaw API (carries endpoint)
+    │   ├── AuthError               the API key is wrong or revoked: replace it
+    │   ├── RequestRejected         upstream refused the request (400/404/422, code != 0): a bug or bad filter
+    │   ├── RateLimited             upstream said slow down (429 / 13000 / 4290); retried internally
+    │   ├── UpstreamUnavailable     5xx, timeouts, resets, garbage bodies; retried, raised when retries run out
+    │   └── PagingError             the server paged past the hard cap: it is misbehaving
+    ├── BadRecord                   one list item could not be parsed (goes to sync_rejects, never raised far)
+    └── StorageError                the database is unreachable or refused a statement: check PostgreSQL
+
+Library errors (aiohttp, asyncpg, SQLAlchemy) are translated into these at one
+boundary each: `client.py` for HTTP, `storage.py` for the database.
+"""
+
+from __future__ import annotations
+
+
+class SyncdError(Exception):
+    """Base class for errors syncd raises deliberately."""
+
+
+class ConfigError(SyncdError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class UpstreamError(SyncdError):
+    """The CoreClaw API failed us.
+
+    `endpoint` is the API path (never a URL with a token in it), `http_status`
+    and `app_code` what upstream sent when it sent anything.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        http_status: int | None = None,
+        app_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.http_status = http_status
+        self.app_code = app_code
+
+    def __str__(self) -> str:
+        parts = [super().__str__(), f"endpoint={self.endpoint}"]
+        if self.http_status is not None:
+            parts.append(f"http_status={self.http_status}")
+        if self.app_code is not None:
+            parts.append(f"app_code={self.app_code}")
+        return " ".join(parts)
+
+
+class AuthError(UpstreamError):
+    """401/12001: the API key is wrong, expired or revoked."""
+
+
+class RequestRejected(UpstreamError):
+    """400/404/422 or a non-zero app code: retrying will not help."""
+
+
+class RateLimited(UpstreamError):
+    """429 / app code 13000 / 4290. `retry_after_s` is what upstream asked for, if anything."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        http_status: int | None = None,
+        app_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, http_status=http_status, app_code=app_code)
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamUnavailable(UpstreamError):
+    """5xx, timeouts, connection resets or unparseable bodies, after retries ran out."""
+
+
+class PagingError(UpstreamError):
+    """The list did not end within the hard page cap."""
+
+
+class BadRecord(SyncdError):
+    """One upstream list item cannot be turned into a run; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StorageError(SyncdError):
+    """The database is unreachable or rejected a statement."""
