@@ -1,0 +1,538 @@
+"""The CoreClaw HTTP client: auth, one page per call, the retry loop.
+
+This is the only module that sees aiohttp.  Its errors, and every upstream
+answer that is not data, leave here as `syncd.errors` exceptions:
+
+    HTTP 429, or app code 13000/4290 (any status)   -> wait, retry; then RateLimited
+    5xx, code 10000, timeouts, resets, bad bodies   -> backoff, retry; then UpstreamUnavailable
+    401 or code 12001                               -> AuthError, at once
+    other 4xx, redirects, any other non-zero code   -> RequestRejected, at once
+
+The API key never reaches a log event, an exception message or a repr: errors
+name the endpoint path, never a URL (in query-auth mode the URL holds it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import orjson
+import structlog
+
+from syncd import metrics
+from syncd.backoff import parse_retry_after, retry_wait_s
+from syncd.config import AuthMode, Settings
+from syncd.errors import (
+    AuthError,
+    ConfigError,
+    RateLimited,
+    RequestRejected,
+    UpstreamUnavailable,
+)
+from syncd.models import OffsetMode, Page, Source
+from syncd.pagination import (
+    PROBE_FIRST,
+    PROBE_SECOND,
+    V1_ENDPOINT,
+    V2_ENDPOINT,
+    V2_MAX_LIMIT,
+    PageCursor,
+    offset_mode_from_page_index,
+    offset_mode_from_slugs,
+)
+from syncd.ratelimit import Monotonic, RateLimiter, Sleep
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT = "syncd/0.1.0"
+BACKOFF_BASE_S = 1.0
+RATE_LIMIT_RETRY_FACTOR = 4  # rate limits are expected and cheap to wait out: allow more of them
+DETECT_ATTEMPTS = 3
+RATE_LIMIT_CODES = frozenset({13000, 4290})  # v2 and legacy v1 spelling
+AUTH_CODES = frozenset({12001})
+SERVER_ERROR_CODES = frozenset({10000})
+_MESSAGE_MAX = 200
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class _Retryable(UpstreamUnavailable):
+    """A failed attempt worth retrying; `reason` labels the retry metric."""
+
+    def __init__(self, problem: str, *, endpoint: str, reason: str, **kw: Any) -> None:
+        super().__init__(problem, endpoint=endpoint, **kw)
+        self.problem = problem
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    retry_after: str | None
+    location: str | None
+
+
+class CoreClawClient:
+    """Fetches run-list pages from CoreClaw over one aiohttp session."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        limiter: RateLimiter | None = None,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Monotonic = time.monotonic,
+        rand: Callable[[], float] = random.random,
+        now: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        key = settings.resolved_api_key()
+        if key is None:
+            raise ConfigError("no CoreClaw API key: set SYNCD_API_KEY (or SYNCD_API_KEY_FILE)")
+        self._key = key.get_secret_value()
+        self._settings = settings
+        self._session = session
+        self._owns_session = session is None
+        self._ssl = _ssl_context(settings)
+        self._limiter = limiter or RateLimiter(monotonic=monotonic, sleep=sleep)
+        self._sleep = sleep
+        self._rand = rand
+        self._now = now
+        self._headers, self._auth_params = self._auth(settings.auth_mode)
+        self._offset_mode: OffsetMode | None = None
+        self._logged_mode: tuple[OffsetMode, str] | None = None
+
+    def __repr__(self) -> str:
+        mode = self._settings.auth_mode.value
+        return f"CoreClawClient(api_url={self._settings.api_url!r}, auth_mode={mode!r})"
+
+    def _auth(self, mode: AuthMode) -> tuple[dict[str, str], dict[str, str]]:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if mode is AuthMode.QUERY:
+            log.warning(
+                "api_key_in_query_string",
+                hint="tokens in URLs leak into proxy logs; prefer SYNCD_AUTH_MODE=bearer",
+            )
+            return headers, {"token": self._key}
+        if mode is AuthMode.API_KEY:
+            return {**headers, "api-key": self._key}, {}
+        return {**headers, "Authorization": f"Bearer {self._key}"}, {}
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session if this client created it (an injected one belongs to the caller)."""
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created lazily: aiohttp wants a running event loop at construction.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout_s),
+                connector=aiohttp.TCPConnector(ssl=self._ssl),
+            )
+        return self._session
+
+    # -- the two endpoints -------------------------------------------------
+
+    async def list_v2(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        worker_id: str | None = None,
+        status: str | None = None,
+    ) -> Page:
+        """One page of `GET /api/v2/worker-runs`."""
+        if not 1 <= limit <= V2_MAX_LIMIT:
+            raise ValueError(f"limit must be 1-{V2_MAX_LIMIT}")
+        params: dict[str, str] = {"offset": str(offset), "limit": str(limit)}
+        if worker_id:
+            params["worker_id"] = worker_id.replace("/", "~")
+        if status:
+            params["status"] = status
+        return await self._call("GET", V2_ENDPOINT, params=params)
+
+    async def list_v1(
+        self,
+        *,
+        page_index: int,
+        page_size: int,
+        status: int = 0,
+        scraper_slug: str | None = None,
+    ) -> Page:
+        """One page of `POST /api/v1/run/list`."""
+        body: dict[str, Any] = {"page_index": page_index, "page_size": page_size, "status": status}
+        if scraper_slug:
+            body["scraper_slug"] = scraper_slug
+        return await self._call("POST", V1_ENDPOINT, json_body=body)
+
+    async def pages(
+        self,
+        source: Source,
+        *,
+        offset_mode: OffsetMode,
+        page_size: int,
+        start_page: int = 0,
+        filters: Mapping[str, Any] | None = None,
+        max_pages: int | None = None,
+    ) -> AsyncIterator[tuple[int, Page]]:
+        """Yield `(page_number, page)` from `start_page` on until the list ends.
+
+        `max_pages` defaults to `settings.max_pages`; v2's AUTO mode is
+        detected first.  `filters` are the endpoint's keyword filters.
+        """
+        if source is Source.V2 and offset_mode is OffsetMode.AUTO:
+            offset_mode = await self.detect_offset_mode()
+        cursor = PageCursor(
+            source,
+            page_size,
+            offset_mode=offset_mode,
+            start_page=start_page,
+            max_pages=max_pages if max_pages is not None else self._settings.max_pages,
+        )
+        extra = dict(filters or {})
+        while (request := cursor.next_request()) is not None:
+            params = request.params
+            if source is Source.V1:
+                page = await self.list_v1(
+                    page_index=params["page_index"], page_size=params["page_size"], **extra
+                )
+            else:
+                page = await self.list_v2(offset=params["offset"], limit=params["limit"], **extra)
+            cursor.update(page)
+            yield request.page_number, page
+
+    # -- offset-mode detection ---------------------------------------------
+
+    async def detect_offset_mode(self) -> OffsetMode:
+        """What v2's `offset` means on this server (SPEC "Known ambiguity")."""
+        if self._settings.v2_offset_mode is not OffsetMode.AUTO:
+            return self._decided(self._settings.v2_offset_mode, "setting")
+        if self._offset_mode is not None:
+            return self._offset_mode
+        first = probe = Page(items=[], count=None)
+        for _ in range(DETECT_ATTEMPTS):
+            first = await self.list_v2(offset=PROBE_FIRST[0], limit=PROBE_FIRST[1])
+            probe = await self.list_v2(offset=PROBE_SECOND[0], limit=PROBE_SECOND[1])
+            mode = offset_mode_from_slugs(_slugs(first), _slugs(probe))
+            if mode is not None:
+                self._offset_mode = mode  # decided by data: settled for this process
+                return self._decided(mode, "probe_slugs")
+            if len(first.items) < 3:
+                break  # too few runs: asking again will not help
+        # Not cached: with few runs either mode reads page 0 alike, and a
+        # later call, with more runs, can still decide from data.
+        echoed = offset_mode_from_page_index(first.page_index, probe.page_index)
+        if echoed is not None:
+            return self._decided(echoed, "echoed_page_index")
+        return self._decided(OffsetMode.ITEMS, "default")
+
+    def _decided(self, mode: OffsetMode, how: str) -> OffsetMode:
+        if self._logged_mode != (mode, how):
+            self._logged_mode = (mode, how)
+            log.info("v2_offset_mode_detected", mode=mode.value, decided_by=how)
+        return mode
+
+    # -- the retry loop ----------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+    ) -> Page:
+        failures = limited = 0
+        while True:
+            try:
+                answer = await self._send(method, endpoint, params, json_body)
+                page = _decode_answer(endpoint, answer, self._now(), secret=self._key)
+            except RateLimited as exc:
+                limited += 1
+                # The gate closes even when giving up: the other stream must wait too.
+                self._close_gate(exc, limited - 1)
+                if limited > self._settings.max_retries * RATE_LIMIT_RETRY_FACTOR:
+                    raise _exhausted_rate_limit(exc, limited) from exc
+            except _Retryable as exc:
+                failures += 1
+                if failures > self._settings.max_retries:
+                    raise UpstreamUnavailable(
+                        f"CoreClaw unavailable after {failures} attempts;"
+                        f" last problem: {exc.problem}",
+                        endpoint=endpoint,
+                        http_status=exc.http_status,
+                        app_code=exc.app_code,
+                    ) from exc
+                await self._back_off(exc, failures - 1)
+            else:
+                self._limiter.record_success()
+                return page
+
+    def _close_gate(self, exc: RateLimited, attempt: int) -> None:
+        """Close the limiter's gate for the wait: every request to this API then waits.
+
+        The retry itself waits in `_send`, at the limiter, like everyone else.
+        """
+        wait_s = self._wait_s(exc.retry_after_s, attempt)
+        self._limiter.record_rate_limited(wait_s)
+        metrics.RATE_LIMITED.labels(endpoint=exc.endpoint).inc()
+        metrics.RETRIES.labels(endpoint=exc.endpoint, reason="rate_limited").inc()
+        metrics.BACKOFF_SECONDS.labels(endpoint=exc.endpoint).inc(wait_s)
+        log.warning(
+            "upstream_rate_limited",
+            endpoint=exc.endpoint,
+            http_status=exc.http_status,
+            app_code=exc.app_code,
+            retry_after_s=exc.retry_after_s,
+            wait_s=round(wait_s, 3),
+            # honoured in full: cutting a server-requested wait short earns another 429
+            long_wait=wait_s > self._settings.max_backoff_s,
+            allowed_rate_per_s=round(self._limiter.rate_per_s, 3),
+        )
+
+    async def _back_off(self, exc: _Retryable, attempt: int) -> None:
+        """Wait before retrying one failed request (only this request waits)."""
+        wait_s = self._wait_s(None, attempt)
+        metrics.RETRIES.labels(endpoint=exc.endpoint, reason=exc.reason).inc()
+        metrics.BACKOFF_SECONDS.labels(endpoint=exc.endpoint).inc(wait_s)
+        log.warning(
+            "upstream_retry",
+            endpoint=exc.endpoint,
+            reason=exc.reason,
+            problem=exc.problem,
+            attempt=attempt + 1,
+            wait_s=round(wait_s, 3),
+        )
+        await self._sleep(wait_s)
+
+    def _wait_s(self, retry_after_s: float | None, attempt: int) -> float:
+        return retry_wait_s(
+            retry_after_s,
+            attempt,
+            base_s=BACKOFF_BASE_S,
+            floor_s=self._settings.retry_after_floor_s,
+            cap_s=self._settings.max_backoff_s,
+            rand=self._rand(),
+        )
+
+    async def _send(
+        self,
+        method: str,
+        endpoint: str,
+        params: dict[str, str] | None,
+        json_body: dict[str, Any] | None,
+    ) -> _Answer:
+        """One HTTP exchange through the limiter; aiohttp errors become `_Retryable`."""
+        query = {**(params or {}), **self._auth_params} or None
+        try:
+            async with (
+                self._limiter.slot(),
+                self._get_session().request(
+                    method,
+                    self._settings.api_url + endpoint,
+                    params=query,
+                    json=json_body,
+                    headers=self._headers,
+                    allow_redirects=False,  # a redirect must not carry the key to another host
+                ) as response,
+            ):
+                body = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            metrics.REQUESTS.labels(endpoint=endpoint, http_status="error").inc()
+            reason = "timeout" if isinstance(exc, TimeoutError) else "connection"
+            problem = _scrub(f"{type(exc).__name__}: {exc}".rstrip(": "), self._key)
+            # The cause is kept for debugging unless its text carries the key
+            # (query-auth URLs appear in some aiohttp messages).
+            cause = None if self._key in repr(exc) or self._key in str(exc) else exc
+            raise _Retryable(problem, endpoint=endpoint, reason=reason) from cause
+        metrics.REQUESTS.labels(endpoint=endpoint, http_status=str(response.status)).inc()
+        return _Answer(
+            status=response.status,
+            body=body,
+            retry_after=response.headers.get("Retry-After"),
+            location=response.headers.get("Location"),
+        )
+
+
+# -- decoding (pure: status + body in, Page or exception out) ---------------
+
+
+def _decode_answer(endpoint: str, answer: _Answer, now: dt.datetime, *, secret: str) -> Page:
+    """Turn one HTTP answer into a Page, or raise what it means."""
+    envelope = _json_object(answer.body)
+    code = _as_int(envelope.get("code")) if envelope is not None else None
+    status = answer.status
+    if status == 429 or code in RATE_LIMIT_CODES:
+        raise RateLimited(
+            "CoreClaw asked us to slow down",
+            endpoint=endpoint,
+            http_status=status,
+            app_code=code,
+            retry_after_s=parse_retry_after(answer.retry_after, now),
+        )
+    if status == 401 or code in AUTH_CODES:
+        raise AuthError(
+            f"CoreClaw rejected the API key (HTTP {status}): check SYNCD_API_KEY",
+            endpoint=endpoint,
+            http_status=status,
+            app_code=code,
+        )
+    if status >= 500 or status == 408 or code in SERVER_ERROR_CODES:
+        raise _Retryable(
+            f"HTTP {status}",
+            endpoint=endpoint,
+            reason="server_error",
+            http_status=status,
+            app_code=code,
+        )
+    if status >= 300:
+        raise _rejected(endpoint, answer, envelope, code, secret)
+    return _decode_ok(endpoint, status, envelope, code, secret)
+
+
+def _decode_ok(
+    endpoint: str, status: int, envelope: dict[str, Any] | None, code: int | None, secret: str
+) -> Page:
+    if envelope is None:
+        raise _Retryable(
+            f"HTTP {status} with a body that is not a JSON object",
+            endpoint=endpoint,
+            reason="bad_body",
+            http_status=status,
+        )
+    if code is None:
+        raise _Retryable(
+            f"HTTP {status} with no integer `code` in the body",
+            endpoint=endpoint,
+            reason="bad_body",
+            http_status=status,
+        )
+    if code != 0:
+        # A 200 with a non-zero code is never data (v1 reports errors this way).
+        raise RequestRejected(
+            f"CoreClaw rejected the request: {_message(envelope, secret)}",
+            endpoint=endpoint,
+            http_status=status,
+            app_code=code,
+        )
+    data = envelope.get("data")
+    items = data.get("list") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(items, list):
+        raise _Retryable(
+            f"HTTP {status} with code 0 but no `data.list` array",
+            endpoint=endpoint,
+            reason="bad_body",
+            http_status=status,
+            app_code=0,
+        )
+    request_id = envelope.get("request_id")
+    return Page(
+        items=items,
+        count=_as_count(data.get("count")),
+        page_index=_as_count(data.get("page_index")),
+        page_size=_as_count(data.get("page_size")),
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+
+
+def _rejected(
+    endpoint: str, answer: _Answer, envelope: dict[str, Any] | None, code: int | None, secret: str
+) -> RequestRejected:
+    if answer.status < 400:
+        # Location is shown without its query: that is where a query token would be.
+        target = (answer.location or "?").split("?", 1)[0]
+        detail = f"unexpected redirect to {_scrub(target, secret)}: check SYNCD_API_URL"
+    else:
+        detail = _message(envelope, secret) if envelope is not None else "no JSON body"
+    return RequestRejected(
+        f"CoreClaw rejected the request (HTTP {answer.status}): {detail}",
+        endpoint=endpoint,
+        http_status=answer.status,
+        app_code=code,
+    )
+
+
+def _exhausted_rate_limit(exc: RateLimited, attempts: int) -> RateLimited:
+    return RateLimited(
+        f"CoreClaw still rate limiting after {attempts} attempts",
+        endpoint=exc.endpoint,
+        http_status=exc.http_status,
+        app_code=exc.app_code,
+        retry_after_s=exc.retry_after_s,
+    )
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _as_int(value: object) -> int | None:
+    """An int, or an int-like string; anything else (bool, float, junk) is None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit() and text.isascii():
+            return int(text)
+    return None
+
+
+def _as_count(value: object) -> int | None:
+    number = _as_int(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _message(envelope: dict[str, Any] | None, secret: str) -> str:
+    raw = envelope.get("message") if envelope is not None else None
+    text = raw if isinstance(raw, str) and raw.strip() else "no message"
+    return _scrub(text.strip()[:_MESSAGE_MAX], secret)
+
+
+def _scrub(text: str, secret: str) -> str:
+    """Upstream text is echoed into errors; make sure it cannot echo the key."""
+    return text.replace(secret, "***") if secret else text
+
+
+def _slugs(page: Page) -> list[object]:
+    return [item.get("slug") if isinstance(item, dict) else None for item in page.items]
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | bool:
+    """Verification is always on; a CA bundle only adds trust roots (corporate proxies)."""
+    if settings.ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"SYNCD_CA_BUNDLE: cannot load {settings.ca_bundle}: {exc}") from exc
