@@ -90,7 +90,9 @@ def test_backoff_delay_stays_within_cap(attempt: int, rand: float) -> None:
         (None, 20, 0.001, 0.5),
     ],
 )
-def test_retry_wait(retry_after_s: float | None, attempt: int, rand: float, expected: float) -> None:
+def test_retry_wait(
+    retry_after_s: float | None, attempt: int, rand: float, expected: float
+) -> None:
     """Retry-After (floored, uncapped), else floored and capped full-jitter backoff."""
     wait = retry_wait_s(retry_after_s, attempt, base_s=1.0, floor_s=0.5, cap_s=120.0, rand=rand)
     assert wait == pytest.approx(expected)

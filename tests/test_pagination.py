@@ -169,7 +169,9 @@ def test_v2_offset_refuses_auto() -> None:
         (["a", "b", "c", "d"], ["b", "d"], None),  # fits neither
     ],
 )
-def test_offset_mode_from_slugs(first: list[str], probe: list[str], mode: OffsetMode | None) -> None:
+def test_offset_mode_from_slugs(
+    first: list[str], probe: list[str], mode: OffsetMode | None
+) -> None:
     """Where the offset=1&limit=2 probe lands in the offset=0&limit=4 page."""
     assert offset_mode_from_slugs(first, probe) is mode
 
