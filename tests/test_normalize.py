@@ -1,0 +1,193 @@
+"""Normalisation of both record shapes: every field, every status, every way to be bad."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from syncd.models import Source, Status
+from syncd.normalize import normalize, parse_status
+
+V1_ITEM: dict[str, Any] = {
+    "status": 3,
+    "err_msg": "",
+    "slug": "01KSFDS8XWTJME33C08XMCR6B9",
+    "scraper_title": "News Collection 20260305",
+    "scraper_slug": "01KPD6M5YVHWCNQCRK32BD02TP",
+    "results": 4,
+    "usage": "0.065",
+    "started_at": 1773305309,
+    "finished_at": 1773305316,
+    "duration": 7,
+    "origin": "api",
+    "traffic": 23108,
+    "version": "v1.0.5",
+}
+V2_ITEM: dict[str, Any] = {
+    "duration": 10,
+    "err_msg": "",
+    "finished_at": 1782091210,
+    "origin": "openapi",
+    "results": 1,
+    "scraper_slug": "demo-worker",
+    "scraper_title": "Demo Worker",
+    "slug": "01KKDXV2G26BT7NH4ZQR2R4NPZ",
+    "started_at": 1782091200,
+    "status": "running",
+    "traffic": 0,
+    "usage": "1.00",
+    "version": "latest",
+}
+
+
+def utc(ts: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def test_v1_vendor_example_maps_every_field() -> None:
+    """The v1 docs' example item becomes a fully populated Run."""
+    result = normalize(V1_ITEM, Source.V1)
+    assert result.reject is None and result.run is not None
+    run = result.run
+    assert run.slug == "01KSFDS8XWTJME33C08XMCR6B9"
+    assert run.worker_slug == "01KPD6M5YVHWCNQCRK32BD02TP"
+    assert run.worker_title == "News Collection 20260305"
+    assert (run.status, run.status_raw) == (Status.SUCCEEDED, "3")
+    assert run.err_msg == "" and run.results == 4
+    assert run.usage_usd == Decimal("0.065") and run.traffic_bytes == 23108
+    assert run.started_at == utc(1773305309) and run.finished_at == utc(1773305316)
+    assert run.duration_s == 7 and run.origin == "api" and run.version == "v1.0.5"
+    assert run.source is Source.V1
+
+
+def test_v2_vendor_example_maps_every_field() -> None:
+    """The v2 docs' example item becomes a fully populated Run."""
+    result = normalize(V2_ITEM, Source.V2)
+    assert result.reject is None and result.run is not None
+    run = result.run
+    assert (run.status, run.status_raw) == (Status.RUNNING, "running")
+    assert run.usage_usd == Decimal("1.00") and run.traffic_bytes == 0
+    assert run.started_at == utc(1782091200) and run.duration_s == 10
+    assert run.worker_slug == "demo-worker" and run.source is Source.V2
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "status_raw"),
+    [
+        (1, Status.READY, "1"),
+        (2, Status.RUNNING, "2"),
+        (3, Status.SUCCEEDED, "3"),
+        (4, Status.FAILED, "4"),
+        (5, Status.ABORTED, "5"),
+        ("3", Status.SUCCEEDED, "3"),
+        (0, Status.UNKNOWN, "0"),
+        (9, Status.UNKNOWN, "9"),
+        ("ready", Status.READY, "ready"),
+        ("running", Status.RUNNING, "running"),
+        ("succeeded", Status.SUCCEEDED, "succeeded"),
+        ("failed", Status.FAILED, "failed"),
+        ("aborting", Status.ABORTING, "aborting"),
+        ("aborted", Status.ABORTED, "aborted"),
+        ("Running", Status.RUNNING, "Running"),
+        ("exploded", Status.UNKNOWN, "exploded"),
+        ("unknown", Status.UNKNOWN, "unknown"),
+        (True, Status.UNKNOWN, "true"),
+        (None, Status.UNKNOWN, ""),
+        (3.5, Status.UNKNOWN, "3.5"),
+    ],
+)
+def test_status_mapping(raw: Any, status: Status, status_raw: str) -> None:
+    """Both status shapes map to the canonical set; anything else is unknown, raw kept."""
+    assert parse_status(raw) == (status, status_raw)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "attr", "expected"),
+    [
+        ("finished_at", 0, "finished_at", None),
+        ("finished_at", None, "finished_at", None),
+        ("started_at", "1773305309", "started_at", utc(1773305309)),
+        ("started_at", 1773305309000, "started_at", utc(1773305309)),
+        ("usage", 0.5, "usage_usd", Decimal("0.5")),
+        ("usage", "", "usage_usd", None),
+        ("usage", " 2.50 ", "usage_usd", Decimal("2.50")),
+        ("results", "12", "results", 12),
+        ("results", 12.0, "results", 12),
+        ("traffic", 2**40, "traffic_bytes", 2**40),
+        ("version", 2, "version", "2"),
+        ("err_msg", "a\x00b", "err_msg", "ab"),
+        ("scraper_title", None, "worker_title", None),
+    ],
+)
+def test_lenient_field_parsing(field: str, value: Any, attr: str, expected: Any) -> None:
+    """Readable variations are accepted without a reject."""
+    result = normalize({**V2_ITEM, field: value}, Source.V2)
+    assert result.reject is None, result.reject
+    assert getattr(result.run, attr) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "attr", "reason"),
+    [
+        ("usage", "n/a", "usage_usd", "usage: 'n/a' is not a decimal"),
+        ("usage", "NaN", "usage_usd", "not a finite decimal"),
+        ("started_at", -5, "started_at", "negative timestamp"),
+        ("started_at", "yesterday", "started_at", "is not an integer"),
+        ("finished_at", 10**17, "finished_at", "out of range"),
+        ("results", -1, "results", "out of range"),
+        ("results", 2**31, "results", "out of range"),
+        ("duration", True, "duration_s", "boolean"),
+        ("err_msg", {"x": 1}, "err_msg", "expected a string"),
+    ],
+)
+def test_bad_field_stores_null_and_reports(field: str, value: Any, attr: str, reason: str) -> None:
+    """An unreadable field is stored NULL, the run kept, and a reject names the field."""
+    item = {**V1_ITEM, field: value}
+    result = normalize(item, Source.V1)
+    assert result.run is not None and getattr(result.run, attr) is None
+    assert result.reject is not None
+    assert reason in result.reject.reason
+    assert result.reject.raw is item and result.reject.slug == V1_ITEM["slug"]
+
+
+def test_unknown_status_keeps_run_and_reports() -> None:
+    """An unknown status is stored as 'unknown' with the raw value, and reported."""
+    result = normalize({**V1_ITEM, "status": 9}, Source.V1)
+    assert result.run is not None
+    assert (result.run.status, result.run.status_raw) == (Status.UNKNOWN, "9")
+    assert result.reject is not None and "unknown value '9'" in result.reject.reason
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ({**V2_ITEM, "slug": None}, "slug is missing"),
+        ({k: v for k, v in V2_ITEM.items() if k != "slug"}, "slug is missing"),
+        ({**V2_ITEM, "slug": "   "}, "slug is missing"),
+        ({**V2_ITEM, "slug": 42}, "slug is missing"),
+        ({**V2_ITEM, "scraper_slug": ""}, "scraper_slug is missing"),
+        ("not an object", "item is str"),
+        (None, "item is NoneType"),
+    ],
+)
+def test_record_without_identity_is_rejected(item: Any, reason: str) -> None:
+    """Without a slug and worker slug a record cannot be stored: reject only."""
+    result = normalize(item, Source.V2)
+    assert result.run is None
+    assert result.reject is not None and reason in result.reject.reason
+    assert result.reject.raw is item
+
+
+def test_extra_fields_are_ignored() -> None:
+    """Unexpected extra fields neither break nor reject a record."""
+    result = normalize({**V2_ITEM, "new_field": [1, 2], "priority": "high"}, Source.V2)
+    assert result.run is not None and result.reject is None
+
+
+def test_huge_err_msg_is_kept_whole() -> None:
+    """A 100 KB error message is stored as is."""
+    result = normalize({**V2_ITEM, "err_msg": "x" * 100_000}, Source.V2)
+    assert result.run is not None and result.run.err_msg == "x" * 100_000
