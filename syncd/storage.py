@@ -81,7 +81,9 @@ def _merge_sql() -> str:
     content = ", ".join(CONTENT_COLUMNS)
     excluded = ", ".join(f"EXCLUDED.{c}" for c in CONTENT_COLUMNS)
     stored = ", ".join(f"r.{c}" for c in CONTENT_COLUMNS)
-    set_content = ", ".join(f"{c} = EXCLUDED.{c}" for c in (*CONTENT_COLUMNS, "status_raw", "source"))
+    set_content = ", ".join(
+        f"{c} = EXCLUDED.{c}" for c in (*CONTENT_COLUMNS, "status_raw", "source")
+    )
     return f"""
 WITH incoming AS (
     SELECT DISTINCT ON (slug) *, md5(ROW({content})::text) AS digest
@@ -246,8 +248,12 @@ class Store:
         stmt = pg_insert(sync_rejects).values(rows).on_conflict_do_nothing()
         await conn.execute(stmt)
         for reject in rejects:
-            log.warning("record_rejected", stream=reject.source.value, slug=reject.slug,
-                        reason=reject.reason[:500])
+            log.warning(
+                "record_rejected",
+                stream=reject.source.value,
+                slug=reject.slug,
+                reason=reject.reason[:500],
+            )
         return len(rows)
 
     async def _advance_state(
@@ -313,14 +319,16 @@ class Store:
     async def load_state(self, stream: Source) -> dict[str, Any] | None:
         async with self._transaction("reading sync state") as conn:
             row = (
-                await conn.execute(select(sync_state).where(sync_state.c.stream == stream.value))
-            ).mappings().first()
+                (await conn.execute(select(sync_state).where(sync_state.c.stream == stream.value)))
+                .mappings()
+                .first()
+            )
         return dict(row) if row is not None else None
 
     async def status_report(self) -> dict[str, Any]:
         """Per-stream state and table row counts, for `syncd status`."""
         async with self._transaction("reading status") as conn:
-            states = (await conn.execute(select(sync_state).order_by(sync_state.c.stream)))
+            states = await conn.execute(select(sync_state).order_by(sync_state.c.stream))
             streams = [dict(r) for r in states.mappings()]
             counts = {}
             for table in (runs, run_status_history, workers, sync_rejects):

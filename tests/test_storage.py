@@ -1,4 +1,4 @@
-"""Storage against a real PostgreSQL: upsert, no-op suppression, lifecycle order, history, rejects."""
+"""Storage on a real PostgreSQL: upsert, no-op suppression, lifecycle, history, rejects."""
 
 from __future__ import annotations
 
@@ -62,8 +62,12 @@ async def test_insert_creates_run_history_and_worker(store: Store, engine: Async
     assert row["usage_usd"] == Decimal("0.010") and row["started_at"] == T0
     assert row["first_seen_at"] == row["last_seen_at"] == row["updated_at"] == at(0)
     assert row["source"] == "v2"
-    history = await fetch(engine, "SELECT run_slug, status, observed_at, source FROM run_status_history")
-    assert history == [{"run_slug": "R1", "status": "running", "observed_at": at(0), "source": "v2"}]
+    history = await fetch(
+        engine, "SELECT run_slug, status, observed_at, source FROM run_status_history"
+    )
+    assert history == [
+        {"run_slug": "R1", "status": "running", "observed_at": at(0), "source": "v2"}
+    ]
     assert await fetch(engine, "SELECT slug, title FROM workers") == [
         {"slug": "w-1", "title": "Worker One"}
     ]
@@ -109,10 +113,12 @@ async def test_lifecycle_never_moves_backwards_across_sources(
     store: Store, engine: AsyncEngine, stored: Status, incoming: Status, expected: Status
 ) -> None:
     """An observation from the other endpoint cannot move a run back in its lifecycle."""
-    await store.save_batch(Source.V2, [make_run(status=stored, status_raw=stored.value)],
-                           observed_at=at(0))
-    await store.save_batch(Source.V1, [make_run(status=incoming, status_raw="x", source=Source.V1)],
-                           observed_at=at(1))
+    await store.save_batch(
+        Source.V2, [make_run(status=stored, status_raw=stored.value)], observed_at=at(0)
+    )
+    await store.save_batch(
+        Source.V1, [make_run(status=incoming, status_raw="x", source=Source.V1)], observed_at=at(1)
+    )
     row = await run_row(engine)
     assert row["status"] == expected.value
     history = {r["status"] for r in await fetch(engine, "SELECT status FROM run_status_history")}
@@ -162,10 +168,12 @@ async def test_rejects_are_kept_once_with_raw_payload(store: Store, engine: Asyn
 async def test_progress_counters_and_checkpoint(store: Store, engine: AsyncEngine) -> None:
     """sync_state accumulates pages and rows and keeps the latest checkpoint."""
     runs = [make_run(f"R{i}") for i in range(3)]
-    await store.save_batch(Source.V2, runs, observed_at=at(0),
-                           progress=PageProgress(checkpoint={"next_page": 1}))
-    await store.save_batch(Source.V2, runs, observed_at=at(1),
-                           progress=PageProgress(checkpoint={"next_page": 2}))
+    await store.save_batch(
+        Source.V2, runs, observed_at=at(0), progress=PageProgress(checkpoint={"next_page": 1})
+    )
+    await store.save_batch(
+        Source.V2, runs, observed_at=at(1), progress=PageProgress(checkpoint={"next_page": 2})
+    )
     state = await store.load_state(Source.V2)
     assert state is not None
     assert (state["pages_fetched"], state["rows_seen"], state["rows_changed"]) == (2, 6, 3)

@@ -1,0 +1,288 @@
+"""The `syncd` command: run, sync --once, migrate, status, fake-api, demo.
+
+Exit codes: 0 success, 1 sync failed (upstream or database), 2 bad
+configuration or usage, 3 the API key was rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import SecretStr
+
+from syncd import __version__
+from syncd.client import CoreClawClient
+from syncd.config import Settings, load_settings
+from syncd.daemon import Daemon
+from syncd.database import Database, migrate, open_database
+from syncd.errors import AuthError, ConfigError, SyncdError
+from syncd.logs import configure_logging
+from syncd.models import Source
+from syncd.storage import Store
+from syncd.sync import StreamSync
+
+log = structlog.get_logger("syncd.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_AUTH = 0, 1, 2, 3
+DEMO_KEY = "demo-key"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: Store
+    client: CoreClawClient
+
+
+def _streams(choice: str | None) -> list[Source]:
+    return [Source(choice)] if choice else [Source.V1, Source.V2]
+
+
+@asynccontextmanager
+async def _demo_upstream(settings: Settings, runs: int = 500) -> AsyncIterator[Settings]:
+    """With no API key and no database URL, sync from the built-in simulator."""
+    if settings.resolved_api_key() is not None or settings.database_url is not None:
+        yield settings
+        return
+    from syncd.fakeapi import FakeApiConfig, start_fake_api
+
+    config = FakeApiConfig(runs=runs, api_key=DEMO_KEY, scenarios=frozenset({"churn"}), tick_s=2.0)
+    _, runner, base_url = await start_fake_api(config)
+    log.warning(
+        "demo_mode",
+        api_url=base_url,
+        hint="no SYNCD_API_KEY and no SYNCD_DATABASE_URL: syncing the built-in fake API",
+    )
+    try:
+        yield settings.model_copy(update={"api_url": base_url, "api_key": SecretStr(DEMO_KEY)})
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def _services(settings: Settings, *, migrate_first: bool) -> AsyncIterator[Services]:
+    async with open_database(settings) as db:
+        if migrate_first:
+            await migrate(db.engine)
+        async with CoreClawClient(settings) as client:
+            yield Services(settings, db, Store(db.engine), client)
+
+
+def _syncers(services: Services, streams: list[Source]) -> list[StreamSync]:
+    return [StreamSync(s, services.client, services.store, services.settings) for s in streams]
+
+
+async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    async with (
+        _demo_upstream(settings) as settings,
+        _services(settings, migrate_first=True) as services,
+    ):
+        streams = _streams(None)
+        daemon = Daemon(
+            _syncers(services, streams),
+            {s: settings.poll_interval_s(s.value) for s in streams},
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop.set)
+        web_runner = None
+        if settings.http_port:
+            from syncd.web import create_app, start_web
+
+            web_runner = await start_web(
+                create_app(services.store, settings, streams),
+                settings.http_host,
+                settings.http_port,
+            )
+        try:
+            stats = await daemon.run()
+        finally:
+            if web_runner is not None:
+                await web_runner.cleanup()
+        if stats.fatal is not None:
+            print(f"syncd: {stats.fatal}", file=sys.stderr)
+            return EXIT_AUTH if isinstance(stats.fatal, AuthError) else EXIT_CONFIG
+    return EXIT_OK
+
+
+async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    async with _services(settings, migrate_first=True) as services:
+        syncers = _syncers(services, _streams(args.stream))
+        outcomes = await asyncio.gather(
+            *(s.run_cycle(full=args.full) for s in syncers), return_exceptions=True
+        )
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            print(f"syncd: sync failed: {outcome}", file=sys.stderr)
+        else:
+            r = outcome.result
+            print(
+                f"{outcome.stream.value}: {outcome.pages} pages, {r.seen} seen, "
+                f"{r.inserted} inserted, {r.updated} updated, {r.rejected} rejected"
+            )
+    if any(isinstance(o, AuthError) for o in failed):
+        return EXIT_AUTH
+    for exc in failed:
+        if not isinstance(exc, SyncdError):
+            raise exc
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_database(settings) as db:
+        revision = await migrate(db.engine, args.revision)
+    print(f"database at revision {revision}")
+    return EXIT_OK
+
+
+def _age(value: Any, now: dt.datetime) -> str:
+    if not isinstance(value, dt.datetime):
+        return "never"
+    seconds = int((now - value).total_seconds())
+    return (
+        f"{seconds}s ago"
+        if seconds < 3600
+        else f"{seconds // 3600}h{seconds % 3600 // 60:02d}m ago"
+    )
+
+
+def format_status(report: dict[str, Any], now: dt.datetime) -> str:
+    lines = [
+        f"{'stream':<7}{'last success':<22}{'age':<12}{'pages':>8}{'seen':>10}"
+        f"{'changed':>10}{'rejected':>10}  last error"
+    ]
+    for s in report["streams"]:
+        last = s["last_success_at"]
+        stamp = last.strftime("%Y-%m-%d %H:%M:%SZ") if last else "-"
+        error = (s["last_error"] or "-").splitlines()[0][:60]
+        lines.append(
+            f"{s['stream']:<7}{stamp:<22}{_age(last, now):<12}{s['pages_fetched']:>8}"
+            f"{s['rows_seen']:>10}{s['rows_changed']:>10}{s['rows_rejected']:>10}  {error}"
+        )
+    counts = ", ".join(f"{name}={n}" for name, n in report["counts"].items())
+    lines.append(f"rows: {counts}")
+    return "\n".join(lines)
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_database(settings) as db:
+        report = await Store(db.engine).status_report()
+    if args.json:
+        print(json.dumps(report, default=str, indent=2))
+    else:
+        print(format_status(report, dt.datetime.now(dt.UTC)))
+    return EXIT_OK
+
+
+async def cmd_fake_api(settings: Settings, args: argparse.Namespace) -> int:
+    from syncd.fakeapi import serve_forever
+
+    await serve_forever(args)
+    return EXIT_OK
+
+
+async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Simulator + embedded database + daemon for a while, then a summary."""
+    settings = settings.model_copy(
+        update={
+            "api_key": None,
+            "database_url": None,
+            "poll_interval_v1_s": 3.0,
+            "poll_interval_v2_s": 3.0,
+        }
+    )
+    async with (
+        _demo_upstream(settings, runs=args.runs) as settings,
+        _services(settings, migrate_first=True) as services,
+    ):
+        streams = _streams(None)
+        daemon = Daemon(_syncers(services, streams), {s: 3.0 for s in streams})
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop.set)
+        loop.call_later(args.seconds, daemon.stop.set)
+        await daemon.run()
+        report = await services.store.status_report()
+        print(format_status(report, dt.datetime.now(dt.UTC)))
+        print(f"database: {services.db.url_redacted}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="syncd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="the daemon: migrate, then poll both endpoints until stopped")
+    sync = sub.add_parser("sync", help="one sync cycle, then exit")
+    sync.add_argument(
+        "--once", action="store_true", help="one cycle (the only mode; accepted for clarity)"
+    )
+    sync.add_argument("--stream", choices=[s.value for s in Source], help="only this endpoint")
+    sync.add_argument(
+        "--full", action="store_true", help="ignore any checkpoint: page from the top"
+    )
+    mig = sub.add_parser("migrate", help="alembic upgrade head")
+    mig.add_argument("--revision", default="head")
+    status = sub.add_parser("status", help="per-stream sync state and row counts")
+    status.add_argument("--json", action="store_true")
+    fake = sub.add_parser("fake-api", help="a local CoreClaw-compatible simulator")
+    from syncd.fakeapi import add_cli_arguments
+
+    add_cli_arguments(fake)
+    demo = sub.add_parser("demo", help="simulator + embedded database + daemon for a while")
+    demo.add_argument("--seconds", type=float, default=15.0)
+    demo.add_argument("--runs", type=int, default=500)
+    return parser
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "sync": cmd_sync,
+    "migrate": cmd_migrate,
+    "status": cmd_status,
+    "fake-api": cmd_fake_api,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(
+        fmt=settings.log_format.value, level=settings.log_level, secrets=settings.secrets()
+    )
+    try:
+        return asyncio.run(COMMANDS[args.command](settings, args))
+    except ConfigError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except AuthError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_AUTH
+    except SyncdError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

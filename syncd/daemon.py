@@ -1,0 +1,119 @@
+"""The long-running service: one APScheduler job per stream, concurrent, never overlapping itself.
+
+Shutdown (SIGTERM/SIGINT, or the `stop` event): no new cycles start; running
+cycles finish the page they are on (each page is one transaction, so it is
+committed or rolled back whole) and return; after `grace_s` whatever is still
+running is cancelled, which rolls its open transaction back.  Then one summary
+line is logged and the caller closes the HTTP client and the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from syncd.errors import AuthError, ConfigError, SyncdError
+from syncd.models import Source
+from syncd.sync import CycleReport, StreamSync
+
+log = structlog.get_logger("syncd.daemon")
+
+FATAL_ERRORS = (AuthError, ConfigError)
+
+
+@dataclass
+class DaemonStats:
+    cycles: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    rows_changed: dict[str, int] = field(default_factory=dict)
+    fatal: SyncdError | None = None
+
+
+class Daemon:
+    """Schedules `StreamSync` cycles until told to stop."""
+
+    def __init__(
+        self,
+        syncers: list[StreamSync],
+        intervals_s: dict[Source, float],
+        *,
+        grace_s: float = 8.0,
+    ) -> None:
+        self.syncers = syncers
+        self.intervals_s = intervals_s
+        self.grace_s = grace_s
+        self.stop = asyncio.Event()
+        self.stats = DaemonStats()
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> DaemonStats:
+        scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        now = dt.datetime.now(dt.UTC)
+        for syncer in self.syncers:
+            scheduler.add_job(
+                self._cycle,
+                "interval",
+                seconds=self.intervals_s[syncer.stream],
+                args=[syncer],
+                id=f"sync-{syncer.stream.value}",
+                next_run_time=now,
+                max_instances=1,  # a slow cycle delays the next one, never overlaps it
+                coalesce=True,
+                misfire_grace_time=None,
+            )
+        scheduler.start()
+        log.info(
+            "daemon_started",
+            streams=[s.stream.value for s in self.syncers],
+            intervals_s={k.value: v for k, v in self.intervals_s.items()},
+        )
+        try:
+            await self.stop.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            await self._drain()
+        log.info(
+            "daemon_stopped",
+            cycles=self.stats.cycles,
+            failures=self.stats.failures,
+            rows_changed=self.stats.rows_changed,
+        )
+        return self.stats
+
+    async def _cycle(self, syncer: StreamSync) -> None:
+        if self.stop.is_set():
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        name = syncer.stream.value
+        try:
+            report: CycleReport = await syncer.run_cycle(stop=self.stop)
+            self.stats.cycles[name] = self.stats.cycles.get(name, 0) + 1
+            self.stats.rows_changed[name] = (
+                self.stats.rows_changed.get(name, 0) + report.result.changed
+            )
+        except FATAL_ERRORS as exc:
+            self.stats.fatal = exc
+            log.error("daemon_fatal", stream=name, error=str(exc))
+            self.stop.set()
+        except SyncdError:
+            # Already logged by the cycle; the next interval retries.
+            self.stats.failures[name] = self.stats.failures.get(name, 0) + 1
+        finally:
+            self._running.discard(task)
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        pending = set(self._running)
+        _, still = await asyncio.wait(pending, timeout=self.grace_s)
+        for task in still:
+            task.cancel()
+        if still:
+            log.warning("cycles_cancelled", count=len(still))
+            await asyncio.wait(still, timeout=self.grace_s)

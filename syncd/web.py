@@ -1,0 +1,81 @@
+"""The daemon's own HTTP port: /healthz (alive), /readyz (useful), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from syncd.config import Settings
+from syncd.errors import StorageError
+from syncd.models import Source
+from syncd.storage import Store
+
+log = structlog.get_logger("syncd.web")
+
+STALE_AFTER_INTERVALS = 3
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def readiness_problems(
+    store: Store, settings: Settings, streams: list[Source], now: dt.datetime
+) -> list[str]:
+    """Why the daemon is not ready; empty when it is."""
+    try:
+        await store.ping()
+    except StorageError as exc:
+        return [f"database unreachable: {exc}"]
+    problems = []
+    for stream in streams:
+        state = await store.load_state(stream)
+        last = state.get("last_success_at") if state else None
+        limit = dt.timedelta(seconds=STALE_AFTER_INTERVALS * settings.poll_interval_s(stream.value))
+        if last is None:
+            problems.append(f"stream {stream.value} has not synced successfully yet")
+        elif now - last > limit:
+            problems.append(
+                f"stream {stream.value} last synced {int((now - last).total_seconds())} s ago"
+            )
+    return problems
+
+
+def create_app(
+    store: Store,
+    settings: Settings,
+    streams: list[Source],
+    *,
+    now: Callable[[], dt.datetime] = _utcnow,
+) -> web.Application:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        problems = await readiness_problems(store, settings, streams, now())
+        if problems:
+            return web.json_response({"status": "not ready", "reasons": problems}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def start_web(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("http_listening", host=host, port=port)
+    return runner

@@ -1,0 +1,198 @@
+"""End to end, in process: the simulator on 127.0.0.1, the real client, a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from syncd.client import CoreClawClient
+from syncd.config import Settings, load_settings
+from syncd.errors import AuthError
+from syncd.fakeapi import FakeApi, FakeApiConfig, start_fake_api
+from syncd.models import OffsetMode, Source
+from syncd.storage import Store
+from syncd.sync import StreamSync
+from tests.e2e_helpers import diff, expected_rows, stored_rows
+
+KEY = "e2e-secret-key"
+
+
+@pytest.fixture
+async def fake(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FakeApi, str]]:
+    config: FakeApiConfig = getattr(request, "param", FakeApiConfig(runs=230, api_key=KEY))
+    api, runner, url = await start_fake_api(config)
+    yield api, url
+    await runner.cleanup()
+
+
+def settings_for(url: str, db_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_url": url,
+        "api_key": SecretStr(KEY),
+        "database_url": SecretStr(db_url),
+        "page_size_v1": 40,
+        "page_size_v2": 50,
+        "max_retries": 3,
+        "http_port": 0,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+async def sync_streams(
+    settings: Settings, store: Store, streams: list[Source], **kw: Any
+) -> list[Any]:
+    async with CoreClawClient(settings) as client:
+        syncers = [StreamSync(s, client, store, settings) for s in streams]
+        return list(await asyncio.gather(*(s.run_cycle(**kw) for s in syncers)))
+
+
+async def test_both_streams_concurrently_equal_truth(
+    fake: tuple[FakeApi, str], db_url: str, store: Store, engine: AsyncEngine
+) -> None:
+    """One concurrent cycle of v1 and v2 makes `runs` equal the simulator's data."""
+    api, url = fake
+    reports = await sync_streams(settings_for(url, db_url), store, [Source.V1, Source.V2])
+    assert all(r.completed for r in reports)
+    assert diff(expected_rows(api.truth()), await stored_rows(engine)) == []
+    paths = {r.path for r in api.requests}
+    assert paths == {"/api/v1/run/list", "/api/v2/worker-runs"}
+
+
+@pytest.mark.parametrize("mode", ["items", "pages"])
+async def test_v2_offset_meaning_is_detected(
+    mode: str, db_url: str, store: Store, engine: AsyncEngine
+) -> None:
+    """Whichever meaning the server gives `offset`, v2 alone syncs every run exactly once."""
+    api, runner, url = await start_fake_api(FakeApiConfig(runs=180, api_key=KEY, offset_mode=mode))
+    try:
+        settings = settings_for(url, db_url, v2_offset_mode=OffsetMode.AUTO)
+        (report,) = await sync_streams(settings, store, [Source.V2])
+    finally:
+        await runner.cleanup()
+    assert diff(expected_rows(api.truth(), "v2"), await stored_rows(engine)) == []
+    assert report.result.seen == 180 and report.result.inserted == 180
+
+
+async def test_second_cycle_writes_nothing(
+    fake: tuple[FakeApi, str], db_url: str, store: Store, engine: AsyncEngine
+) -> None:
+    """A re-sync of unchanged upstream data inserts and updates no row."""
+    _, url = fake
+    settings = settings_for(url, db_url)
+    await sync_streams(settings, store, [Source.V1, Source.V2])
+    async with engine.connect() as conn:
+        before = (await conn.execute(text("SELECT sum(xmin::text::bigint) FROM runs"))).scalar()
+    reports = await sync_streams(settings, store, [Source.V1, Source.V2], full=True)
+    assert [r.result.changed for r in reports] == [0, 0]
+    async with engine.connect() as conn:
+        after = (await conn.execute(text("SELECT sum(xmin::text::bigint) FROM runs"))).scalar()
+    assert after == before
+
+
+async def test_status_changes_upstream_reach_the_database(
+    fake: tuple[FakeApi, str], db_url: str, store: Store, engine: AsyncEngine
+) -> None:
+    """After runs move on upstream, the next cycle stores their new state and history."""
+    api, url = fake
+    settings = settings_for(url, db_url)
+    await sync_streams(settings, store, [Source.V1, Source.V2])
+    api.tick(5)
+    await sync_streams(settings, store, [Source.V1, Source.V2], full=True)
+    assert diff(expected_rows(api.truth()), await stored_rows(engine)) == []
+    async with engine.connect() as conn:
+        multi = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT run_slug FROM run_status_history "
+                    "GROUP BY run_slug HAVING count(*) > 1) x"
+                )
+            )
+        ).scalar()
+    assert multi and multi > 0
+
+
+async def test_interrupted_cycle_resumes_from_checkpoint(
+    fake: tuple[FakeApi, str], db_url: str, store: Store, engine: AsyncEngine
+) -> None:
+    """A cycle stopped after two pages resumes at page three, not at the top."""
+    api, url = fake
+    settings = settings_for(url, db_url, page_size_v1=20)
+    stop = asyncio.Event()
+    async with CoreClawClient(settings) as client:
+        syncer = StreamSync(Source.V1, client, store, settings)
+        original = store.save_batch
+        calls = 0
+
+        async def save_and_stop(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                stop.set()
+            return await original(*args, **kwargs)
+
+        store.save_batch = save_and_stop  # type: ignore[method-assign]
+        first = await syncer.run_cycle(stop=stop)
+        store.save_batch = original  # type: ignore[method-assign]
+        assert (first.completed, first.pages) == (False, 2)
+        state = await store.load_state(Source.V1)
+        assert state is not None and state["checkpoint"]["next_page"] == 2
+        before = len(api.requests)
+        second = await syncer.run_cycle()
+    assert second.completed and second.resumed_from_page == 2
+    bodies = [r for r in api.requests[before:] if r.path == "/api/v1/run/list"]
+    assert min(int(r.params["page_index"]) for r in bodies) == 3
+    assert diff(expected_rows(api.truth(), "v1"), await stored_rows(engine)) == []
+    state = await store.load_state(Source.V1)
+    assert state is not None and state["checkpoint"] is None and state["last_success_at"]
+
+
+async def test_wrong_key_fails_clearly_and_is_recorded(
+    fake: tuple[FakeApi, str], db_url: str, store: Store
+) -> None:
+    """A rejected key raises AuthError naming the setting; sync_state keeps the error."""
+    _, url = fake
+    settings = settings_for(url, db_url, api_key=SecretStr("not-the-key"))
+    with pytest.raises(AuthError) as info:
+        await sync_streams(settings, store, [Source.V2])
+    assert "SYNCD_API_KEY" in str(info.value) and "not-the-key" not in str(info.value)
+    state = await store.load_state(Source.V2)
+    assert state is not None and "AuthError" in state["last_error"]
+    assert state["last_success_at"] is None
+
+
+@pytest.mark.parametrize(
+    "fake",
+    [
+        FakeApiConfig(
+            runs=150,
+            api_key=KEY,
+            scenarios=frozenset({"ratelimit"}),
+            rate_limit_rps=20.0,
+            rate_limit_burst=3,
+        )
+    ],
+    indirect=True,
+)
+async def test_rate_limited_sync_completes_and_honours_retry_after(
+    fake: tuple[FakeApi, str], db_url: str, store: Store, engine: AsyncEngine
+) -> None:
+    """Under a tight rate limit the sync still completes, never early after a Retry-After."""
+    api, url = fake
+    settings = settings_for(url, db_url, page_size_v1=10, page_size_v2=10, max_retries=6)
+    await sync_streams(settings, store, [Source.V1, Source.V2])
+    assert diff(expected_rows(api.truth()), await stored_rows(engine)) == []
+    limited = [r for r in api.requests if r.status == 429 or r.retry_after is not None]
+    assert limited, "the scenario should have rate limited at least once"
+    for i, req in enumerate(api.requests):
+        if req.retry_after is None:
+            continue
+        resume_at = req.time + float(req.retry_after)
+        early = [r for r in api.requests[i + 1 :] if r.time < resume_at - 0.05]
+        assert early == [], f"request sent {resume_at - early[0].time:.2f}s before Retry-After"
