@@ -1,0 +1,468 @@
+"""The container files: Dockerfile, .dockerignore, docker-compose.yml and .env.example.
+
+No Docker engine is needed: the files are parsed and checked against syncd's
+settings and the Compose specification.  tests/data/compose-spec.json is
+`compose/config/compose_spec.json` from the docker-compose 1.29.2 wheel on PyPI
+(sha256 0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft201909Validator
+from pydantic import AliasChoices, SecretStr
+
+from syncd.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+COMPOSE_SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+
+# Settings docker-compose.yml deliberately does not forward from .env, and why.
+NOT_FORWARDED_BY_COMPOSE = {
+    "SYNCD_DATABASE_URL": "built from POSTGRES_* to point at the postgres service",
+    "SYNCD_API_KEY_FILE": "a path inside the container; commented Docker-secrets example",
+    "SYNCD_CA_BUNDLE": "a path inside the container; needs a mount",
+    "SYNCD_DATA_DIR": "the image's /var/lib/syncd, not a host path from .env",
+    "SYNCD_HTTP_HOST": "a container must listen on all interfaces",
+}
+BUILD_TOOLS = {"gcc", "g++", "cc", "clang", "make", "build-essential", "python3-dev", "libpq-dev"}
+
+# `${VAR}`, `${VAR:-default}`, `${VAR:?err}` and `$VAR`, but not the `$$` escape.
+COMPOSE_VAR = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
+# `NAME=value` or commented-out `# NAME=value`.
+ENV_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def settings_env_names() -> dict[str, str]:
+    """Each environment variable Settings reads, mapped to its field name."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    names: dict[str, str] = {}
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            for choice in alias.choices:
+                names[str(choice).upper()] = field_name
+        elif isinstance(alias, str):
+            names[alias.upper()] = field_name
+        else:
+            names[f"{prefix}{field_name}".upper()] = field_name
+    return names
+
+
+def env_example_entries() -> list[tuple[int, str, str]]:
+    """(line index, name, value) of every variable .env.example sets or shows commented out."""
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    entries = []
+    for index, line in enumerate(lines):
+        match = ENV_LINE.match(line.strip())
+        if match:
+            entries.append((index, match.group(1), match.group(2)))
+    return entries
+
+
+def compose_text() -> str:
+    return COMPOSE.read_text(encoding="utf-8")
+
+
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(compose_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def compose_schema() -> dict[str, Any]:
+    """The vendored schema.  Its `$schema` spells draft 2019-09 with an old URL that
+    jsonschema does not recognise, so the validator class is named explicitly."""
+    schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
+    assert "2019-09" in schema["$schema"]
+    assert isinstance(schema, dict)
+    return schema
+
+
+def compose_variables() -> set[str]:
+    return {a or b for a, b in COMPOSE_VAR.findall(compose_text())}
+
+
+@dataclass
+class Instruction:
+    keyword: str
+    args: str
+
+
+def dockerfile_instructions() -> list[Instruction]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    instructions: list[Instruction] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, args = (pending + line).partition(" ")
+        instructions.append(Instruction(keyword.upper(), args.strip()))
+        pending = ""
+    assert not pending, "Dockerfile ends inside a continued line"
+    return instructions
+
+
+def dockerfile_stages() -> list[list[Instruction]]:
+    """Instructions grouped by build stage, each starting with its FROM."""
+    stages: list[list[Instruction]] = []
+    for instruction in dockerfile_instructions():
+        if instruction.keyword == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(instruction)
+    return stages
+
+
+def final_stage() -> list[Instruction]:
+    return dockerfile_stages()[-1]
+
+
+def args_of(stage: list[Instruction], keyword: str) -> list[str]:
+    return [i.args for i in stage if i.keyword == keyword]
+
+
+def strip_flags(args: str) -> str:
+    """Drop leading `--flag=value` / `--flag value` options of HEALTHCHECK, COPY and FROM."""
+    return re.sub(r"^(--[a-z-]+(=\S+)?\s+)+", "", args)
+
+
+def env_of(stage: list[Instruction]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for args in args_of(stage, "ENV"):
+        for word in shlex.split(args):
+            name, sep, value = word.partition("=")
+            assert sep, f"use ENV NAME=value, not the legacy form: {args}"
+            found[name] = value
+    return found
+
+
+def dockerignore_excludes(path: str) -> bool:
+    """Whether Docker leaves `path` out of the build context (last matching rule wins)."""
+    excluded = False
+    for raw in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
+        rule = raw.strip()
+        if not rule or rule.startswith("#"):
+            continue
+        negate = rule.startswith("!")
+        pattern = rule.lstrip("!").strip("/")
+        if _matches_path_or_parent(pattern.split("/"), path.split("/")):
+            excluded = not negate
+    return excluded
+
+
+def _matches_path_or_parent(pattern: list[str], parts: list[str]) -> bool:
+    return any(_matches(pattern, parts[:n]) for n in range(1, len(parts) + 1))
+
+
+def _matches(pattern: list[str], parts: list[str]) -> bool:
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_matches(pattern[1:], parts[n:]) for n in range(len(parts) + 1))
+    return (
+        bool(parts)
+        and fnmatch.fnmatchcase(parts[0], pattern[0])
+        and _matches(pattern[1:], parts[1:])
+    )
+
+
+# --------------------------------------------------------------------------- compose
+
+
+def test_compose_file_validates_against_the_compose_specification() -> None:
+    """docker-compose.yml is valid under the official Compose JSON schema."""
+    schema = compose_schema()
+    Draft201909Validator.check_schema(schema)
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in Draft201909Validator(schema).iter_errors(compose())
+    ]
+    assert errors == []
+
+
+def test_compose_schema_rejects_an_unknown_service_key() -> None:
+    """The vendored schema is strict enough to catch a typo, so the test above means something."""
+    broken = compose()
+    broken["services"]["syncd"]["depends_onn"] = broken["services"]["syncd"].pop("depends_on")
+    assert not Draft201909Validator(compose_schema()).is_valid(broken)
+
+
+def test_every_compose_variable_is_documented_in_env_example() -> None:
+    """Each ${VAR} that docker-compose.yml interpolates has an entry in .env.example."""
+    variables = compose_variables()
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "SYNCD_API_KEY"} <= variables
+    documented = {name for _, name, _ in env_example_entries()}
+    assert sorted(variables - documented) == []
+
+
+def test_compose_forwards_every_setting_with_syncds_own_default() -> None:
+    """The shared environment passes each setting from .env, falling back to config.py's default."""
+    environment = compose()["services"]["syncd"]["environment"]
+    names = settings_env_names()
+    expected = sorted(set(names) - set(NOT_FORWARDED_BY_COMPOSE))
+    assert sorted(n for n in environment if n in names and n not in NOT_FORWARDED_BY_COMPOSE) == (
+        expected
+    )
+    for env_name in expected:
+        match = re.fullmatch(r"\$\{(\w+):-(.*)\}", str(environment[env_name]))
+        assert match, f"{env_name} should be ${{{env_name}:-<default>}}"
+        assert match.group(1) == env_name
+        field_name = names[env_name]
+        default = Settings.model_fields[field_name].get_default(call_default_factory=True)
+        if default is None:
+            assert match.group(2) == "", f"{env_name}: an unset optional setting must stay empty"
+            continue
+        parsed = getattr(Settings(_env_file=None, **{field_name: match.group(2)}), field_name)
+        if isinstance(parsed, SecretStr):
+            parsed = parsed.get_secret_value()
+        assert parsed == default, f"{env_name}: compose falls back to {match.group(2)!r}"
+
+
+def test_syncd_and_migrate_share_one_environment_pointing_at_postgres() -> None:
+    """Both syncd containers get the same settings; the database URL targets postgres."""
+    services = compose()["services"]
+    assert services["migrate"]["environment"] == services["syncd"]["environment"]
+    url = services["syncd"]["environment"]["SYNCD_DATABASE_URL"]
+    assert url == (
+        "postgresql://${POSTGRES_USER:-syncd}:${POSTGRES_PASSWORD:-syncd}"
+        "@postgres:5432/${POSTGRES_DB:-syncd}"
+    )
+    postgres_env = services["postgres"]["environment"]
+    assert postgres_env["POSTGRES_USER"] == "${POSTGRES_USER:-syncd}"
+    assert postgres_env["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-syncd}"
+    assert postgres_env["POSTGRES_DB"] == "${POSTGRES_DB:-syncd}"
+    assert "x-syncd-environment" in compose()
+
+
+def test_migrate_completes_before_syncd_starts() -> None:
+    """migrate runs once after postgres is healthy; syncd waits for it to exit 0."""
+    services = compose()["services"]
+    migrate, syncd = services["migrate"], services["syncd"]
+    assert migrate["build"] == "." and syncd["build"] == "."
+    assert migrate["command"] == ["migrate"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert syncd["command"] == ["run"]
+    assert syncd["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
+
+
+def test_syncd_restarts_on_failure_and_publishes_its_http_port() -> None:
+    """syncd is restarted when it crashes and its health/metrics port is reachable."""
+    syncd = compose()["services"]["syncd"]
+    assert syncd["restart"] == "on-failure"
+    assert syncd["ports"] == ["${SYNCD_HTTP_PORT:-8080}:${SYNCD_HTTP_PORT:-8080}"]
+    assert str(Settings.model_fields["http_port"].default) == "8080"
+
+
+def test_postgres_has_a_healthcheck_and_a_named_volume() -> None:
+    """postgres keeps its data in the pgdata volume and reports readiness with pg_isready."""
+    document = compose()
+    postgres = document["services"]["postgres"]
+    assert postgres["image"] == "postgres:16"
+    assert "pgdata:/var/lib/postgresql/data" in postgres["volumes"]
+    assert "pgdata" in document["volumes"]
+    test = postgres["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and "pg_isready" in test[1]
+    assert "ports" not in postgres, "postgres should not be published on the host by default"
+
+
+def test_metabase_runs_only_in_the_bi_profile() -> None:
+    """Metabase starts only with --profile bi; every other service runs by default."""
+    services = compose()["services"]
+    metabase = services["metabase"]
+    assert metabase["image"].startswith("metabase/metabase:")
+    assert metabase["profiles"] == ["bi"]
+    assert "${METABASE_PORT:-3000}:3000" in metabase["ports"]
+    assert metabase["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    with_profiles = sorted(name for name, service in services.items() if "profiles" in service)
+    assert with_profiles == ["metabase"]
+
+
+# --------------------------------------------------------------------------- .env.example
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    """Each SYNCD_* variable that Settings reads has an entry in .env.example."""
+    names = set(settings_env_names())
+    assert {"SYNCD_API_KEY", "SYNCD_POLL_INTERVAL_V1", "SYNCD_HTTP_PORT"} <= names
+    assert "SYNCD_POLL_INTERVAL_V1_S" not in names, "aliases must replace the prefixed name"
+    documented = {name for _, name, _ in env_example_entries()}
+    assert sorted(names - documented) == []
+
+
+def test_env_example_documents_only_variables_something_reads() -> None:
+    """No stale entries: each variable is read by syncd or by docker-compose.yml, once."""
+    entries = [name for _, name, _ in env_example_entries()]
+    assert len(entries) == len(set(entries)), "a variable is listed twice"
+    assert sorted(set(entries) - set(settings_env_names()) - compose_variables()) == []
+
+
+def test_each_env_example_entry_has_a_comment_above_it() -> None:
+    """Every variable is introduced by a description line, not just a bare assignment."""
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    for index, name, _ in env_example_entries():
+        above = lines[index - 1].strip()
+        assert above.startswith("#") and not ENV_LINE.match(above), f"{name} has no description"
+
+
+def test_env_example_values_are_valid_settings() -> None:
+    """The example values of the SYNCD_* entries are accepted by Settings."""
+    names = settings_env_names()
+    values = {names[name]: value for _, name, value in env_example_entries() if name in names}
+    settings = Settings(_env_file=None, **values)
+    assert settings.poll_interval_v1_s == 60.0
+    assert settings.http_port == 8080
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_is_multi_stage_on_python_311_slim_or_newer() -> None:
+    """At least two stages, each from python:3.N-slim with N >= 11; the last not from a stage."""
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    names: set[str] = set()
+    for stage in stages:
+        words = strip_flags(stage[0].args).split()
+        image = words[0]
+        if image not in names:
+            match = re.fullmatch(r"python:3\.(\d+)(?:\.\d+)?-slim(?:-[a-z]+)?", image)
+            assert match, f"unexpected base image {image}"
+            assert int(match.group(1)) >= 11
+        if len(words) == 3 and words[1].upper() == "AS":
+            names.add(words[2])
+    assert strip_flags(final_stage()[0].args).split()[0].startswith("python:")
+
+
+def test_final_stage_runs_as_a_fixed_non_root_user() -> None:
+    """The image switches to uid 10001 (user syncd), never root."""
+    stage = final_stage()
+    users = args_of(stage, "USER")
+    assert users, "the final stage has no USER"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+    assert user in {"syncd", "10001"}
+    runs = " ".join(args_of(stage, "RUN"))
+    assert re.search(r"useradd\b.*--uid 10001\b.*\bsyncd\b", runs)
+
+
+def test_final_stage_copies_only_the_venv_and_installs_no_build_tools() -> None:
+    """The runtime image holds the builder's /opt/venv and no compiler."""
+    stage = final_stage()
+    copies = [i.args for i in stage if i.keyword in {"COPY", "ADD"}]
+    assert copies == ["--from=builder /opt/venv /opt/venv"]
+    words = set(re.findall(r"[\w.+-]+", " ".join(args_of(stage, "RUN"))))
+    assert words & BUILD_TOOLS == set()
+    assert "apt-get" not in words and "pip" not in words
+
+
+def test_final_stage_environment_and_writable_data_dir() -> None:
+    """Unbuffered logs, the venv on PATH, and SYNCD_DATA_DIR owned by the syncd user."""
+    stage = final_stage()
+    env = env_of(stage)
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PATH"].startswith("/opt/venv/bin:")
+    assert env["SYNCD_DATA_DIR"] == "/var/lib/syncd"
+    runs = " ".join(args_of(stage, "RUN"))
+    assert "install -d -o syncd -g syncd -m 0750 /var/lib/syncd" in runs
+    assert args_of(stage, "EXPOSE") == [str(Settings.model_fields["http_port"].default)]
+
+
+def test_dockerfile_bakes_in_no_secret() -> None:
+    """Configuration comes from the environment at run time: no key or database URL in the image."""
+    for instruction in dockerfile_instructions():
+        if instruction.keyword in {"ENV", "ARG"}:
+            assert "SYNCD_API_KEY" not in instruction.args
+            assert "SYNCD_DATABASE_URL" not in instruction.args
+
+
+def test_final_stage_healthcheck_hits_healthz_with_urllib() -> None:
+    """The HEALTHCHECK fetches /healthz on SYNCD_HTTP_PORT (default 8080) with python's urllib."""
+    checks = args_of(final_stage(), "HEALTHCHECK")
+    assert len(checks) == 1
+    command = strip_flags(checks[0])
+    assert command.startswith("CMD ")
+    assert "urllib.request.urlopen(" in command
+    assert "http://127.0.0.1:${SYNCD_HTTP_PORT:-8080}/healthz" in command
+    assert "curl" not in command and "wget" not in command
+
+
+def test_entrypoint_is_syncd_and_default_command_is_run() -> None:
+    """`docker run image` starts the daemon; `docker run image migrate` runs one command."""
+    stage = final_stage()
+    assert [json.loads(a) for a in args_of(stage, "ENTRYPOINT")] == [["syncd"]]
+    assert [json.loads(a) for a in args_of(stage, "CMD")] == [["run"]]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """hadolint finds nothing to warn about (skipped where hadolint is not installed)."""
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed")
+    result = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- .dockerignore
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".env",
+        ".env.local",
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".pytest_cache/v/cache/lastfailed",
+        ".mypy_cache/3.11/syncd/config.data.json",
+        "tests/test_config.py",
+        "syncd/__pycache__/config.cpython-311.pyc",
+        "migrations/versions/__pycache__/0001_initial.cpython-311.pyc",
+        "syncd.egg-info/PKG-INFO",
+        "dist/syncd-0.1.0-py3-none-any.whl",
+        "dump.sql",
+    ],
+)
+def test_dockerignore_keeps_out_secrets_and_local_clutter(path: str) -> None:
+    """Local state never reaches the build context."""
+    assert dockerignore_excludes(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["pyproject.toml", "README.md", "syncd/config.py", "syncd/py.typed", "migrations/env.py"],
+)
+def test_dockerignore_admits_what_the_build_needs(path: str) -> None:
+    """The wheel's sources and the alembic scripts are in the build context."""
+    assert not dockerignore_excludes(path)
