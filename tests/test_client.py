@@ -1,0 +1,1015 @@
+"""CoreClawClient against aioresponses: auth, decoding, retries, rate limits, paging, detection.
+
+Time is fake: the client and its limiter sleep on a clock that only moves when
+slept on, so no test really waits and every request carries its send time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import re
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aioresponses import CallbackResult, aioresponses
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+from yarl import URL
+
+from syncd.client import CoreClawClient
+from syncd.config import AuthMode, Settings
+from syncd.errors import (
+    AuthError,
+    ConfigError,
+    PagingError,
+    RateLimited,
+    RequestRejected,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from syncd.models import OffsetMode, Source
+from syncd.ratelimit import RateLimiter
+
+API = "https://api.coreclaw.test"
+KEY = "sk-live-7Hq2ZxW9bN4mKp0S"
+V1 = "/api/v1/run/list"
+V2 = "/api/v2/worker-runs"
+NOW = dt.datetime(2026, 3, 5, 12, 0, 0, tzinfo=dt.UTC)
+
+
+class CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 does not pass aiohttp 3.14's new required `stream_writer`.
+
+    Known upstream: pnuckowski/aioresponses#289.  The response is already
+    "sent" (writer=None), so aiohttp only reads `output_size` from it.
+    """
+
+    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
+        if "stream_writer" in _RESPONSE_PARAMS:
+            kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+_RESPONSE_PARAMS = inspect.signature(aiohttp.ClientResponse.__init__).parameters
+
+
+class FakeClock:
+    """Monotonic time that moves only when slept on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, delay_s: float) -> None:
+        self.sleeps.append(delay_s)
+        self.now += max(delay_s, 0.0)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Call:
+    at: float
+    method: str
+    url: URL
+    kwargs: dict[str, Any]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.kwargs.get("headers") or {})
+
+
+Reply = Callable[[URL, dict[str, Any]], CallbackResult]
+
+
+@dataclass
+class Upstream:
+    """Scripted CoreClaw: each endpoint answers from its own queue, recording every request."""
+
+    clock: FakeClock
+    calls: list[Call] = field(default_factory=list)
+    scripts: dict[str, deque[Reply]] = field(default_factory=dict)
+    fallback: dict[str, Reply] = field(default_factory=dict)
+
+    def callback(self, method: str, path: str) -> Callable[..., CallbackResult]:
+        def answer(url: URL, **kwargs: Any) -> CallbackResult:
+            self.calls.append(Call(self.clock.now, method, url, kwargs))
+            queue = self.scripts.get(path)
+            reply = queue.popleft() if queue else self.fallback[path]
+            return reply(url, kwargs)
+
+        return answer
+
+    def then(self, path: str, *replies: Reply) -> None:
+        self.scripts.setdefault(path, deque()).extend(replies)
+
+    def to(self, path: str) -> list[Call]:
+        return [c for c in self.calls if c.url.path == path]
+
+
+def reply(
+    status: int = 200,
+    payload: Any = None,
+    *,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> Reply:
+    def build(url: URL, kwargs: dict[str, Any]) -> CallbackResult:
+        text = body if body is not None else orjson.dumps(payload).decode()
+        return CallbackResult(
+            status=status,
+            body=text,
+            headers=headers,
+            content_type=content_type,
+            response_class=CompatResponse,
+        )
+
+    return build
+
+
+def fail(exc: BaseException) -> Reply:
+    def build(url: URL, kwargs: dict[str, Any]) -> CallbackResult:
+        raise exc
+
+    return build
+
+
+def ok(items: list[Any] | None = None, count: Any = None, **data: Any) -> Reply:
+    items = [] if items is None else items
+    envelope = {"code": 0, "message": "success", "request_id": "req-1"}
+    envelope["data"] = {"list": items, "count": len(items) if count is None else count, **data}
+    return reply(200, envelope)
+
+
+def runs(*slugs: str) -> list[dict[str, Any]]:
+    return [{"slug": s, "scraper_slug": "w", "status": "running"} for s in slugs]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_key": SecretStr(KEY),
+        "api_url": API,
+        "max_retries": 3,
+        "max_backoff_s": 120.0,
+        "retry_after_floor_s": 0.5,
+        "v2_offset_mode": OffsetMode.AUTO,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def upstream(clock: FakeClock) -> Iterator[Upstream]:
+    fake = Upstream(clock)
+    with aioresponses() as mocked:
+        mocked.get(
+            re.compile(re.escape(API + V2) + r"(\?.*)?$"),
+            callback=fake.callback("GET", V2),
+            repeat=True,
+        )
+        mocked.post(
+            re.compile(re.escape(API + V1) + r"(\?.*)?$"),
+            callback=fake.callback("POST", V1),
+            repeat=True,
+        )
+        yield fake
+
+
+MakeClient = Callable[..., CoreClawClient]
+
+
+@pytest.fixture
+async def make_client(clock: FakeClock) -> AsyncIterator[MakeClient]:
+    made: list[CoreClawClient] = []
+
+    def build(limiter: RateLimiter | None = None, **overrides: Any) -> CoreClawClient:
+        client = CoreClawClient(
+            make_settings(**overrides),
+            limiter=limiter,
+            sleep=clock.sleep,
+            monotonic=clock.monotonic,
+            rand=lambda: 1.0,
+            now=lambda: NOW,
+        )
+        made.append(client)
+        return client
+
+    yield build
+    for client in made:
+        await client.close()
+
+
+@pytest.fixture
+def client(make_client: MakeClient) -> CoreClawClient:
+    return make_client()
+
+
+def counter(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# -- requests and auth ---------------------------------------------------------
+
+
+async def test_bearer_auth_header(client: CoreClawClient, upstream: Upstream) -> None:
+    """Default auth sends Authorization: Bearer and keeps the key out of the URL."""
+    upstream.then(V2, ok())
+    await client.list_v2(offset=0, limit=10)
+    (call,) = upstream.calls
+    assert call.headers["Authorization"] == f"Bearer {KEY}"
+    assert "api-key" not in call.headers
+    assert KEY not in str(call.url)
+
+
+async def test_api_key_header_auth(make_client: MakeClient, upstream: Upstream) -> None:
+    """auth_mode=api-key sends the legacy api-key header only."""
+    upstream.then(V1, ok())
+    await make_client(auth_mode=AuthMode.API_KEY).list_v1(page_index=1, page_size=10)
+    (call,) = upstream.calls
+    assert call.headers["api-key"] == KEY
+    assert "Authorization" not in call.headers
+    assert KEY not in str(call.url)
+
+
+async def test_query_token_auth_warns_once(make_client: MakeClient, upstream: Upstream) -> None:
+    """auth_mode=query puts ?token= in the URL and warns once, at construction."""
+    upstream.then(V2, ok(), ok())
+    with capture_logs() as logs:
+        client = make_client(auth_mode=AuthMode.QUERY)
+        await client.list_v2(offset=0, limit=5)
+        await client.list_v2(offset=5, limit=5)
+    warnings = [e for e in logs if e["event"] == "api_key_in_query_string"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+    assert all(c.url.query["token"] == KEY for c in upstream.calls)
+    assert all("Authorization" not in c.headers for c in upstream.calls)
+
+
+def test_missing_key_is_a_config_error() -> None:
+    """No key at all: ConfigError naming SYNCD_API_KEY, before any request."""
+    with pytest.raises(ConfigError, match="SYNCD_API_KEY"):
+        CoreClawClient(make_settings(api_key=None))
+
+
+async def test_list_v2_query_parameters(client: CoreClawClient, upstream: Upstream) -> None:
+    """v2 sends offset, limit, worker_id as owner~name and the status string."""
+    upstream.then(V2, ok())
+    await client.list_v2(offset=40, limit=20, worker_id="acme/news", status="running")
+    assert dict(upstream.calls[0].url.query) == {
+        "offset": "40",
+        "limit": "20",
+        "worker_id": "acme~news",
+        "status": "running",
+    }
+
+
+async def test_list_v2_refuses_limit_over_100(client: CoreClawClient) -> None:
+    """limit is 1-100 on v2; asking for more is a programming error."""
+    with pytest.raises(ValueError):
+        await client.list_v2(offset=0, limit=101)
+
+
+async def test_list_v1_json_body(client: CoreClawClient, upstream: Upstream) -> None:
+    """v1 POSTs page_index, page_size, status and scraper_slug as JSON."""
+    upstream.then(V1, ok())
+    await client.list_v1(page_index=3, page_size=50, status=2, scraper_slug="abc")
+    (call,) = upstream.calls
+    assert call.method == "POST"
+    assert call.kwargs["json"] == {
+        "page_index": 3,
+        "page_size": 50,
+        "status": 2,
+        "scraper_slug": "abc",
+    }
+
+
+# -- decoding ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"count": 106, "page_index": 2, "page_size": 20}, (106, 2, 20)),
+        ({"count": "106", "page_index": " 2 ", "page_size": "20"}, (106, 2, 20)),
+        ({"count": None}, (None, None, None)),
+        ({"count": "many", "page_index": 1.5, "page_size": True}, (None, None, None)),
+        ({"count": -1, "page_index": [], "page_size": {}}, (None, None, None)),
+        ({}, (None, None, None)),
+    ],
+)
+async def test_envelope_numbers_parsed_defensively(
+    client: CoreClawClient,
+    upstream: Upstream,
+    data: dict[str, Any],
+    expected: tuple[int | None, ...],
+) -> None:
+    """count/page_index/page_size are ints when int or int-like, else None."""
+    upstream.then(V2, reply(200, {"code": 0, "request_id": "r-9", "data": {"list": [], **data}}))
+    page = await client.list_v2(offset=0, limit=20)
+    assert (page.count, page.page_index, page.page_size) == expected
+    assert page.request_id == "r-9"
+
+
+async def test_items_passed_through_raw(client: CoreClawClient, upstream: Upstream) -> None:
+    """Items are returned exactly as upstream sent them, even odd ones."""
+    items = [*runs("a"), "not-an-object", {"slug": None}]
+    upstream.then(V1, ok(items))
+    page = await client.list_v1(page_index=1, page_size=10)
+    assert page.items == items
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "app_code"),
+    [
+        (200, {"code": 11000, "message": "Bad worker_id", "data": None}, 11000),
+        (200, {"code": 4000, "message": "Invalid request parameters", "data": None}, 4000),
+        (200, {"code": "4000", "message": "Invalid request parameters"}, 4000),
+    ],
+)
+async def test_nonzero_code_on_200_is_never_data(
+    client: CoreClawClient,
+    upstream: Upstream,
+    status: int,
+    payload: dict[str, Any],
+    app_code: int,
+) -> None:
+    """A 200 with code != 0 raises RequestRejected with the upstream message, no retry."""
+    upstream.then(V1, reply(status, payload))
+    with pytest.raises(RequestRejected) as caught:
+        await client.list_v1(page_index=1, page_size=10)
+    assert payload["message"] in str(caught.value)
+    assert caught.value.app_code == app_code
+    assert caught.value.endpoint == V1
+    assert len(upstream.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        reply(200, body="<html><body>502 Bad Gateway</body></html>", content_type="text/html"),
+        reply(200, body='{"code": 0, "data": {"list": [{"slug": "a"'),  # truncated
+        reply(200, body=""),
+        reply(200, [1, 2, 3]),  # JSON, but not an object
+        reply(200, {"message": "no code"}),
+        reply(200, {"code": 0, "data": None}),
+        reply(200, {"code": 0, "data": {"list": {"slug": "a"}}}),
+    ],
+)
+async def test_malformed_body_is_retried(
+    client: CoreClawClient, upstream: Upstream, bad: Reply
+) -> None:
+    """HTML, truncated or shapeless bodies are transient: retried, then data."""
+    upstream.then(V2, bad, ok(runs("a")))
+    page = await client.list_v2(offset=0, limit=10)
+    assert [i["slug"] for i in page.items] == ["a"]
+    assert len(upstream.calls) == 2
+
+
+# -- errors that are not retried ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "payload"),
+    [
+        (400, {"code": 11000, "message": "offset must be >= 0"}),
+        (404, {"code": 11004, "message": "worker not found"}),
+        (422, {"code": 11000, "message": "status must be one of ready, running"}),
+        (403, {"code": 11000, "message": "forbidden"}),
+    ],
+)
+async def test_client_errors_are_not_retried(
+    client: CoreClawClient, upstream: Upstream, status: int, payload: dict[str, Any]
+) -> None:
+    """400/404/422 (and other 4xx) raise RequestRejected at once, with the message."""
+    upstream.then(V2, reply(status, payload))
+    with pytest.raises(RequestRejected) as caught:
+        await client.list_v2(offset=0, limit=10)
+    error = caught.value
+    assert (error.endpoint, error.http_status) == (V2, status)
+    assert payload["message"] in str(error)
+    assert len(upstream.calls) == 1
+
+
+async def test_html_404_is_rejected_clearly(client: CoreClawClient, upstream: Upstream) -> None:
+    """A 404 from a proxy (no JSON) is still a clear RequestRejected."""
+    upstream.then(V2, reply(404, body="<h1>Not Found</h1>", content_type="text/html"))
+    with pytest.raises(RequestRejected, match="HTTP 404"):
+        await client.list_v2(offset=0, limit=10)
+
+
+@pytest.mark.parametrize(
+    ("status", "payload"),
+    [
+        (401, {"code": 12001, "message": "Unauthorized"}),
+        (401, None),
+        (200, {"code": 12001, "message": "Unauthorized"}),
+    ],
+)
+async def test_auth_errors(
+    client: CoreClawClient, upstream: Upstream, status: int, payload: Any
+) -> None:
+    """401 or code 12001: AuthError telling the operator to check SYNCD_API_KEY, no retry."""
+    upstream.then(V1, reply(status, payload))
+    with pytest.raises(AuthError, match="check SYNCD_API_KEY") as caught:
+        await client.list_v1(page_index=1, page_size=10)
+    assert caught.value.endpoint == V1
+    assert len(upstream.calls) == 1
+
+
+async def test_redirect_is_not_followed(client: CoreClawClient, upstream: Upstream) -> None:
+    """A redirect would carry the key elsewhere: it is rejected, naming SYNCD_API_URL."""
+    upstream.then(V2, reply(301, body="", headers={"Location": "https://elsewhere.test/x?a=1"}))
+    with pytest.raises(RequestRejected, match="SYNCD_API_URL") as caught:
+        await client.list_v2(offset=0, limit=10)
+    assert "a=1" not in str(caught.value)
+    assert upstream.calls[0].kwargs["allow_redirects"] is False
+
+
+# -- transient errors ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "transient",
+    [
+        reply(500, {"code": 10000, "message": "Internal Server Error"}),
+        reply(502, body="bad gateway", content_type="text/plain"),
+        reply(503, None),
+        reply(200, {"code": 10000, "message": "Internal Server Error"}),
+        fail(aiohttp.ServerDisconnectedError()),
+        fail(aiohttp.ClientOSError(104, "Connection reset by peer")),
+        fail(aiohttp.ClientPayloadError("Response payload is not completed")),
+        fail(TimeoutError()),
+    ],
+)
+async def test_transient_then_success(
+    client: CoreClawClient, upstream: Upstream, clock: FakeClock, transient: Reply
+) -> None:
+    """5xx, code 10000, resets, truncated payloads and timeouts are retried with backoff."""
+    upstream.then(V2, transient, transient, ok(runs("a")))
+    page = await client.list_v2(offset=0, limit=10)
+    assert len(page.items) == 1
+    assert len(upstream.calls) == 3
+    # rand=1.0: full-jitter backoff draws its ceiling, 1 s then 2 s
+    assert [c.at for c in upstream.calls] == pytest.approx([0.0, 1.0, 3.0])
+
+
+async def test_retries_exhausted(client: CoreClawClient, upstream: Upstream) -> None:
+    """After max_retries retries: UpstreamUnavailable naming the endpoint and last problem."""
+    upstream.fallback[V2] = reply(503, body="down", content_type="text/plain")
+    before = counter("syncd_upstream_retries_total", endpoint=V2, reason="server_error")
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await client.list_v2(offset=0, limit=10)
+    assert len(upstream.calls) == 4  # 1 + max_retries=3
+    message = str(caught.value)
+    assert "HTTP 503" in message and V2 in message and "4 attempts" in message
+    after = counter("syncd_upstream_retries_total", endpoint=V2, reason="server_error")
+    assert after - before == 3
+
+
+async def test_backoff_is_capped(make_client: MakeClient, upstream: Upstream) -> None:
+    """Exponential backoff never waits longer than max_backoff_s."""
+    upstream.fallback[V1] = reply(500, None)
+    client = make_client(max_retries=6, max_backoff_s=5.0)
+    with pytest.raises(UpstreamUnavailable):
+        await client.list_v1(page_index=1, page_size=10)
+    gaps = [b.at - a.at for a, b in zip(upstream.calls, upstream.calls[1:], strict=False)]
+    assert gaps == pytest.approx([1.0, 2.0, 4.0, 5.0, 5.0, 5.0])
+
+
+# -- rate limits ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "limited",
+    [
+        reply(429, {"code": 13000, "message": "Too Many Requests"}),
+        reply(429, body="<html>slow down</html>", content_type="text/html"),
+        reply(200, {"code": 13000, "message": "Too Many Requests"}),
+        reply(200, {"code": 4290, "message": "rate limited", "data": None}),
+        reply(400, {"code": 13000, "message": "Too Many Requests"}),
+    ],
+)
+async def test_rate_limit_signals_handled_alike(
+    client: CoreClawClient, upstream: Upstream, limited: Reply
+) -> None:
+    """HTTP 429 and app codes 13000/4290 (any status) all mean: wait, retry."""
+    upstream.then(V1, limited, ok(runs("a")))
+    before = counter("syncd_upstream_rate_limited_total", endpoint=V1)
+    with capture_logs() as logs:
+        page = await client.list_v1(page_index=1, page_size=10)
+    assert len(page.items) == 1
+    assert [e["event"] for e in logs if e["event"].startswith("upstream_")] == [
+        "upstream_rate_limited"
+    ]
+    assert counter("syncd_upstream_rate_limited_total", endpoint=V1) - before == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "wait_s"),
+    [
+        ("7", 7.0),
+        ("Thu, 05 Mar 2026 12:00:42 GMT", 42.0),  # HTTP-date, against the injected now
+        ("0", 0.5),  # floored: Retry-After: 0 cannot spin
+        ("soon", 1.0),  # garbage: backoff (rand=1.0, attempt 0 -> 1 s)
+        (None, 1.0),  # absent: backoff
+        ("600", 600.0),  # above max_backoff_s: honoured, not cut short
+    ],
+)
+async def test_retry_after_is_honoured(
+    client: CoreClawClient, upstream: Upstream, header: str | None, wait_s: float
+) -> None:
+    """The retry goes out exactly when the Retry-After rule says, and the wait is logged."""
+    headers = {"Retry-After": header} if header is not None else None
+    upstream.then(V2, reply(429, {"code": 13000}, headers=headers), ok())
+    with capture_logs() as logs:
+        await client.list_v2(offset=0, limit=10)
+    first, retry = upstream.calls
+    # The 429 also halved the rate (2/s -> 1/s), so requests are >= 1 s apart anyway.
+    assert retry.at - first.at == pytest.approx(max(wait_s, 1.0))
+    (event,) = [e for e in logs if e["event"] == "upstream_rate_limited"]
+    assert event["endpoint"] == V2 and event["wait_s"] == pytest.approx(wait_s)
+    assert event["long_wait"] is (wait_s > 120.0)
+
+
+async def test_backoff_grows_without_retry_after(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """Repeated header-less 429s back off exponentially (rand=1.0: 1, 2, 4 s)."""
+    upstream.then(V2, *[reply(429, None)] * 3, ok())
+    await client.list_v2(offset=0, limit=10)
+    gaps = [b.at - a.at for a, b in zip(upstream.calls, upstream.calls[1:], strict=False)]
+    assert gaps == pytest.approx([1.0, 2.0, 4.0])
+
+
+async def test_rate_limit_retries_are_bounded(client: CoreClawClient, upstream: Upstream) -> None:
+    """Rate limits are retried generously (max_retries*4), then RateLimited is raised."""
+    upstream.fallback[V2] = reply(429, {"code": 13000}, headers={"Retry-After": "1"})
+    with pytest.raises(RateLimited) as caught:
+        await client.list_v2(offset=0, limit=10)
+    assert len(upstream.calls) == 13  # 1 + 3*4
+    assert caught.value.retry_after_s == 1.0
+    assert caught.value.endpoint == V2
+
+
+async def test_rate_limit_slows_the_shared_limiter(
+    make_client: MakeClient, upstream: Upstream, clock: FakeClock
+) -> None:
+    """Every 429 cuts the allowed request rate (AIMD)."""
+    limiter = RateLimiter(monotonic=clock.monotonic, sleep=clock.sleep)
+    client = make_client(limiter=limiter)
+    start = limiter.rate_per_s
+    upstream.then(V2, reply(429, None), reply(429, None), ok())
+    await client.list_v2(offset=0, limit=10)
+    assert limiter.rate_per_s == pytest.approx(start / 4)
+
+
+class SignallingLimiter(RateLimiter):
+    """A limiter that tells the test when a rate limit has closed its gate."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(monotonic=clock.monotonic, sleep=clock.sleep)
+        self.gate_closed = asyncio.Event()
+
+    def record_rate_limited(self, wait_s: float) -> float:
+        reopens = super().record_rate_limited(wait_s)
+        self.gate_closed.set()
+        return reopens
+
+
+async def test_no_request_to_either_stream_before_retry_after(
+    make_client: MakeClient, upstream: Upstream, clock: FakeClock
+) -> None:
+    """After a 429 with Retry-After: 30 on v2, neither v2 nor v1 sends before t=30."""
+    limiter = SignallingLimiter(clock)
+    client = make_client(limiter=limiter)
+    upstream.then(V2, reply(429, {"code": 13000}, headers={"Retry-After": "30"}), ok())
+    upstream.then(V1, ok(), ok())
+
+    async def v1_after_the_429() -> None:
+        await limiter.gate_closed.wait()
+        await client.list_v1(page_index=1, page_size=10)
+        await client.list_v1(page_index=2, page_size=10)
+
+    await asyncio.gather(client.list_v2(offset=0, limit=10), v1_after_the_429())
+    rate_limited_at = upstream.calls[0].at
+    later = upstream.calls[1:]
+    assert len(later) == 3
+    assert all(c.at >= rate_limited_at + 30.0 for c in later)
+
+
+# -- secrets -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(AuthMode))
+async def test_key_never_in_logs_or_errors(
+    make_client: MakeClient, upstream: Upstream, mode: AuthMode
+) -> None:
+    """Across every failure path the key appears in no log event, message, repr or cause."""
+    echo = f"invalid token {KEY}"
+    upstream.then(
+        V2,
+        reply(429, {"code": 13000}, headers={"Retry-After": "1"}),
+        fail(aiohttp.ClientConnectionError(f"Connection refused: GET {API}{V2}?token={KEY}")),
+        reply(502, body=f"<p>{KEY}</p>", content_type="text/html"),
+        reply(400, {"code": 11000, "message": echo}),
+    )
+    upstream.then(V1, reply(401, {"code": 12001, "message": echo}))
+    upstream.fallback[V2] = reply(500, None)
+    errors: list[BaseException] = []
+    with capture_logs() as logs:
+        client = make_client(auth_mode=mode, max_retries=2)
+        for endpoint in (V2, V1, V2):
+            with pytest.raises(UpstreamError) as caught:
+                if endpoint == V1:
+                    await client.list_v1(page_index=1, page_size=10)
+                else:
+                    await client.list_v2(offset=0, limit=10)
+            errors.append(caught.value)
+    assert len(upstream.calls) == 8
+    assert logs
+    assert KEY not in repr(logs)
+    assert KEY not in repr(client)
+    for error in errors:
+        assert_key_not_in_traceback(error)
+
+
+def assert_key_not_in_traceback(error: BaseException) -> None:
+    """Walk the chain a printed traceback shows: causes, and contexts not suppressed."""
+    chain: BaseException | None = error
+    while chain is not None:
+        assert KEY not in str(chain) and KEY not in repr(chain)
+        context = None if chain.__suppress_context__ else chain.__context__
+        chain = chain.__cause__ or context
+
+
+async def test_key_in_a_library_error_is_kept_out(
+    make_client: MakeClient, upstream: Upstream
+) -> None:
+    """A connection error whose text holds the token URL is scrubbed and not chained."""
+    leaky = aiohttp.ClientConnectionError(f"Connection refused: GET {API}{V2}?token={KEY}")
+    upstream.fallback[V2] = fail(leaky)
+    client = make_client(auth_mode=AuthMode.QUERY, max_retries=1)
+    with capture_logs() as logs, pytest.raises(UpstreamUnavailable) as caught:
+        await client.list_v2(offset=0, limit=10)
+    assert "Connection refused" in str(caught.value)
+    assert "token=***" in str(caught.value)
+    assert_key_not_in_traceback(caught.value)
+    assert KEY not in repr(logs)
+
+
+# -- paging --------------------------------------------------------------------
+
+
+def served(slugs: list[str], mode: OffsetMode, *, echo_page_index: bool = True) -> Reply:
+    """A v2 server that really pages a list, reading `offset` as `mode` says."""
+
+    def build(url: URL, kwargs: dict[str, Any]) -> CallbackResult:
+        offset, limit = int(url.query["offset"]), int(url.query["limit"])
+        start = offset if mode is OffsetMode.ITEMS else offset * limit
+        data: dict[str, Any] = {"count": len(slugs), "list": runs(*slugs[start : start + limit])}
+        if echo_page_index:
+            data |= {"page_index": start // limit + 1, "page_size": limit}
+        body = orjson.dumps({"code": 0, "data": data}).decode()
+        return CallbackResult(status=200, body=body, response_class=CompatResponse)
+
+    return build
+
+
+SLUGS = [f"run-{i:02d}" for i in range(11)]
+
+
+@pytest.mark.parametrize("mode", [OffsetMode.ITEMS, OffsetMode.PAGES])
+async def test_v2_pages_walk_the_whole_list(
+    client: CoreClawClient, upstream: Upstream, mode: OffsetMode
+) -> None:
+    """Each offset mode, against a server with that meaning, yields every run once, in order."""
+    upstream.fallback[V2] = served(SLUGS, mode)
+    got = [(n, p) async for n, p in client.pages(Source.V2, offset_mode=mode, page_size=4)]
+    assert [n for n, _ in got] == [0, 1, 2]
+    assert [i["slug"] for _, p in got for i in p.items] == SLUGS
+    offsets = [int(c.url.query["offset"]) for c in upstream.calls]
+    assert offsets == ([0, 4, 8] if mode is OffsetMode.ITEMS else [0, 1, 2])
+
+
+async def test_v1_pages_end_on_short_page_matching_count(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """v1: full, full, short with count reached -> three requests, page_index 1..3."""
+    upstream.then(V1, ok(runs("a", "b"), count=5), ok(runs("c", "d"), count=5))
+    upstream.then(V1, ok(runs("e"), count=5))
+    got = [n async for n, _ in client.pages(Source.V1, offset_mode=OffsetMode.ITEMS, page_size=2)]
+    assert got == [0, 1, 2]
+    assert [c.kwargs["json"]["page_index"] for c in upstream.calls] == [1, 2, 3]
+
+
+async def test_short_page_without_count_asks_once_more(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """A short page with no usable count is followed by one more request; empty ends it."""
+    upstream.then(V1, ok(runs("a", "b"), count="?"), ok(runs("c"), count="?"), ok([], count="?"))
+    got = [n async for n, _ in client.pages(Source.V1, offset_mode=OffsetMode.ITEMS, page_size=2)]
+    assert got == [0, 1, 2]
+
+
+async def test_pages_resume_and_filters(client: CoreClawClient, upstream: Upstream) -> None:
+    """start_page resumes mid-list; filters reach the endpoint's query."""
+    upstream.then(V2, ok(runs("x"), count=41))
+    pages = client.pages(
+        Source.V2,
+        offset_mode=OffsetMode.ITEMS,
+        page_size=10,
+        start_page=4,
+        filters={"worker_id": "acme/news", "status": "failed"},
+    )
+    got = [n async for n, _ in pages]
+    assert got == [4]
+    query = upstream.calls[0].url.query
+    assert (query["offset"], query["worker_id"], query["status"]) == ("40", "acme~news", "failed")
+
+
+async def test_pages_cap_raises_after_yielding(client: CoreClawClient, upstream: Upstream) -> None:
+    """A list that never ends raises PagingError once max_pages pages were yielded."""
+    upstream.fallback[V1] = ok(runs("a", "b"), count=10**6)
+    seen = []
+    with pytest.raises(PagingError):
+        async for n, _ in client.pages(
+            Source.V1, offset_mode=OffsetMode.ITEMS, page_size=2, max_pages=3
+        ):
+            seen.append(n)
+    assert seen == [0, 1, 2]
+
+
+# -- offset-mode detection -------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [OffsetMode.ITEMS, OffsetMode.PAGES])
+async def test_detect_offset_mode_from_data(
+    client: CoreClawClient, upstream: Upstream, mode: OffsetMode
+) -> None:
+    """Two probe pages tell items from pages; the result is logged once and cached."""
+    upstream.fallback[V2] = served(SLUGS, mode, echo_page_index=False)
+    with capture_logs() as logs:
+        assert await client.detect_offset_mode() is mode
+        assert await client.detect_offset_mode() is mode
+    assert len(upstream.calls) == 2
+    events = [e for e in logs if e["event"] == "v2_offset_mode_detected"]
+    assert events == [
+        {
+            "event": "v2_offset_mode_detected",
+            "log_level": "info",
+            "mode": mode.value,
+            "decided_by": "probe_slugs",
+        }
+    ]
+
+
+@pytest.mark.parametrize("mode", [OffsetMode.ITEMS, OffsetMode.PAGES])
+async def test_auto_mode_pages_correctly(
+    client: CoreClawClient, upstream: Upstream, mode: OffsetMode
+) -> None:
+    """pages() with AUTO detects first, then walks the list without gaps or repeats."""
+    upstream.fallback[V2] = served(SLUGS, mode)
+    got = [p async for _, p in client.pages(Source.V2, offset_mode=OffsetMode.AUTO, page_size=5)]
+    assert [i["slug"] for p in got for i in p.items] == SLUGS
+
+
+@pytest.mark.parametrize(
+    ("first_index", "probe_index", "mode", "how"),
+    [
+        (1, 2, OffsetMode.PAGES, "echoed_page_index"),
+        (1, 1, OffsetMode.ITEMS, "echoed_page_index"),
+        (None, None, OffsetMode.ITEMS, "default"),
+    ],
+)
+async def test_detect_with_too_few_runs_falls_back(
+    client: CoreClawClient,
+    upstream: Upstream,
+    first_index: int | None,
+    probe_index: int | None,
+    mode: OffsetMode,
+    how: str,
+) -> None:
+    """With <= 2 runs the data cannot decide: the echoed page_index, else ITEMS."""
+    upstream.then(
+        V2,
+        ok(runs("a", "b"), page_index=first_index),
+        ok(runs("b"), page_index=probe_index),
+    )
+    with capture_logs() as logs:
+        assert await client.detect_offset_mode() is mode
+    assert len(upstream.calls) == 2  # no point asking again with so few runs
+    (event,) = [e for e in logs if e["event"] == "v2_offset_mode_detected"]
+    assert (event["mode"], event["decided_by"]) == (mode.value, how)
+
+
+async def test_detect_retries_when_new_runs_shift_the_list(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """An inconsistent probe (new runs arrived) is retried; a consistent one then decides."""
+    upstream.then(
+        V2,
+        ok(runs("d", "c", "b", "a")),
+        ok(runs("new", "d")),  # a run arrived between the two requests
+        ok(runs("new", "d", "c", "b")),
+        ok(runs("c", "b")),
+    )
+    assert await client.detect_offset_mode() is OffsetMode.PAGES
+    assert len(upstream.calls) == 4
+
+
+async def test_detect_gives_up_after_three_inconsistent_tries(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """Three inconsistent probes: fall back to ITEMS (no echoed page_index)."""
+    upstream.fallback[V2] = ok(
+        runs("a", "b", "c", "d")
+    )  # probe returns the same items: fits neither
+    assert await client.detect_offset_mode() is OffsetMode.ITEMS
+    assert len(upstream.calls) == 6
+
+
+@pytest.mark.parametrize("forced", [OffsetMode.ITEMS, OffsetMode.PAGES])
+async def test_forced_offset_mode_skips_detection(
+    make_client: MakeClient, upstream: Upstream, forced: OffsetMode
+) -> None:
+    """SYNCD_V2_OFFSET_MODE other than auto is used as is, with no probe requests."""
+    assert await make_client(v2_offset_mode=forced).detect_offset_mode() is forced
+    assert upstream.calls == []
+
+
+# -- session -------------------------------------------------------------------
+
+
+async def test_owned_session_timeout_and_close(client: CoreClawClient) -> None:
+    """The client's own session uses http_timeout_s and is closed by close()."""
+    session = client._get_session()
+    assert session.timeout.total == 30.0
+    await client.close()
+    assert session.closed
+
+
+async def test_injected_session_is_left_open() -> None:
+    """A session passed in belongs to the caller: close() leaves it open."""
+    async with aiohttp.ClientSession() as session:
+        async with CoreClawClient(make_settings(), session=session):
+            pass
+        assert not session.closed
+
+
+def test_bad_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
+    """An unreadable SYNCD_CA_BUNDLE fails at construction, naming the variable."""
+    with pytest.raises(ConfigError, match="SYNCD_CA_BUNDLE"):
+        CoreClawClient(make_settings(ca_bundle=tmp_path / "missing.pem"))
+
+
+def test_ca_bundle_keeps_verification_on() -> None:
+    """A CA bundle adds trust roots; certificate and hostname checks stay on."""
+    bundle = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
+    if not bundle.exists():
+        pytest.skip("no system CA file to load")
+    client = CoreClawClient(make_settings(ca_bundle=bundle))
+    context = client._ssl
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+
+
+async def test_request_metrics(client: CoreClawClient, upstream: Upstream) -> None:
+    """Every request is counted by endpoint and status ("error" when none arrived)."""
+    upstream.then(V1, fail(aiohttp.ServerDisconnectedError()), reply(500, None), ok())
+    labels = {"endpoint": V1}
+    before = {
+        s: counter("syncd_upstream_requests_total", **labels, http_status=s)
+        for s in ("error", "500", "200")
+    }
+    await client.list_v1(page_index=1, page_size=10)
+    for status, value in before.items():
+        now = counter("syncd_upstream_requests_total", **labels, http_status=status)
+        assert now - value == 1
+    backoff = counter("syncd_upstream_backoff_seconds_total", endpoint=V1)
+    assert backoff >= 3.0  # 1 s + 2 s of backoff, plus whatever earlier tests added
+
+
+# -- over a real socket ------------------------------------------------------------
+# aioresponses replaces the transport, so it cannot show what goes on the wire,
+# cut a body short or stall.  A raw asyncio server on 127.0.0.1:0 can.
+
+GOOD_BODY = b'{"code":0,"data":{"count":1,"list":[{"slug":"a"}]}}'
+
+
+@dataclass
+class RawServer:
+    """Answers request n with `answers[n]`: raw bytes, or "stall" (then the good answer)."""
+
+    answers: list[bytes | str]
+    requests: list[bytes] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    handlers: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            await self._answer(reader, writer)
+        except ConnectionError:
+            pass  # the client gave up on a stalled answer
+        finally:
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        body = await reader.readexactly(int(length.group(1))) if length else b""
+        self.requests.append(head + body)
+        n = len(self.requests) - 1
+        answer = self.answers[n] if n < len(self.answers) else b""
+        if answer == "stall":
+            await self.release.wait()  # until the test ends: the client must time out
+        writer.write(answer if isinstance(answer, bytes) and answer else http_200(GOOD_BODY))
+        await writer.drain()
+
+    async def stop(self) -> None:
+        self.release.set()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+
+
+def http_200(body: bytes, *, claimed_length: int | None = None) -> bytes:
+    length = len(body) if claimed_length is None else claimed_length
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
+    return head.encode() + b"Connection: close\r\n\r\n" + body
+
+
+StartServer = Callable[[list[bytes | str]], Awaitable[tuple[RawServer, str]]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[StartServer]:
+    started: list[tuple[asyncio.Server, RawServer]] = []
+
+    async def start(answers: list[bytes | str]) -> tuple[RawServer, str]:
+        fake = RawServer(answers)
+        server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+        started.append((server, fake))
+        port = server.sockets[0].getsockname()[1]
+        return fake, f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, fake in started:
+        server.close()
+        await fake.stop()
+        await server.wait_closed()
+
+
+async def test_on_the_wire_auth_and_body(raw_server: StartServer, clock: FakeClock) -> None:
+    """On the wire: v1 POSTs JSON with the bearer header; query mode puts the token in the URL."""
+    fake, url = await raw_server([b"", b""])
+    settings = make_settings(api_url=url)
+    async with CoreClawClient(settings, sleep=clock.sleep, monotonic=clock.monotonic) as client:
+        page = await client.list_v1(page_index=2, page_size=5)
+    assert page.items == [{"slug": "a"}]
+    sent = fake.requests[0]
+    assert sent.startswith(b"POST /api/v1/run/list HTTP/1.1")
+    assert f"Authorization: Bearer {KEY}".encode() in sent
+    body = sent.split(b"\r\n\r\n", 1)[1]
+    assert orjson.loads(body) == {"page_index": 2, "page_size": 5, "status": 0}
+    query = make_settings(api_url=url, auth_mode=AuthMode.QUERY)
+    with capture_logs():
+        client = CoreClawClient(query, sleep=clock.sleep, monotonic=clock.monotonic)
+    async with client:
+        await client.list_v2(offset=0, limit=5)
+    assert fake.requests[1].startswith(
+        f"GET /api/v2/worker-runs?offset=0&limit=5&token={KEY} ".encode()
+    )
+
+
+async def test_truncated_body_and_timeout_are_retried(
+    raw_server: StartServer, clock: FakeClock
+) -> None:
+    """A body cut short of its Content-Length, then a stalled answer, then data."""
+    truncated = http_200(GOOD_BODY[:20], claimed_length=len(GOOD_BODY))
+    _, url = await raw_server([truncated, "stall", b""])
+    settings = make_settings(api_url=url, http_timeout_s=0.2)
+    with capture_logs() as logs:
+        async with CoreClawClient(settings, sleep=clock.sleep, monotonic=clock.monotonic) as client:
+            page = await client.list_v2(offset=0, limit=5)
+    assert page.items == [{"slug": "a"}]
+    reasons = [e["reason"] for e in logs if e["event"] == "upstream_retry"]
+    assert reasons == ["connection", "timeout"]
