@@ -58,9 +58,11 @@ V1_FILTERS: dict[int, frozenset[str] | None] = {
     5: frozenset({"aborted"}),
 }
 _INT = re.compile(r"-?\d+")
-_HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-             b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
-             b"</body>\r\n</html>\r\n")
+_HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
 
 
 @dataclass
@@ -113,8 +115,9 @@ class RequestRecord:
 
 
 class _ApiError(Exception):
-    def __init__(self, http_status: int, code: int, message: str,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, http_status: int, code: int, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status, self.code, self.message = http_status, code, message
         self.headers = dict(headers or {})
@@ -153,7 +156,9 @@ class FakeApi:
     def __init__(self, config: FakeApiConfig) -> None:
         self.config = config
         self.data = Dataset(
-            runs=config.runs, seed=config.seed, workers=config.workers,
+            runs=config.runs,
+            seed=config.seed,
+            workers=config.workers,
             in_flight=config.in_flight,
             bad_every=config.bad_every if "badrecords" in config.scenarios else 0,
         )
@@ -164,15 +169,17 @@ class FakeApi:
         self._faults = _Faults(random.Random(mix(config.seed, 2, 200)))
         self._seq = 0
         self.app = web.Application()
-        self.app.add_routes([
-            web.get("/api/v2/worker-runs", self._v2),
-            web.post("/api/v1/run/list", self._v1),
-            web.route("*", "/api/{tail:.*}", self._not_found),
-            web.get("/_fake/truth", self._truth_route),
-            web.post("/_fake/tick", self._tick_route),
-            web.get("/_fake/requests", self._requests_route),
-            web.get("/_fake/rejects", self._rejects_route),
-        ])
+        self.app.add_routes(
+            [
+                web.get("/api/v2/worker-runs", self._v2),
+                web.post("/api/v1/run/list", self._v1),
+                web.route("*", "/api/{tail:.*}", self._not_found),
+                web.get("/_fake/truth", self._truth_route),
+                web.post("/_fake/tick", self._tick_route),
+                web.get("/_fake/requests", self._requests_route),
+                web.get("/_fake/rejects", self._rejects_route),
+            ]
+        )
         self.app.cleanup_ctx.append(self._churn_task)
 
     # ---- public --------------------------------------------------------------
@@ -249,8 +256,9 @@ class FakeApi:
         rec.code = 0
         rng = self._faults.rng
         if fault == "truncated":
-            return web.Response(body=body[: rng.randrange(1, len(body))],
-                                content_type="application/json")
+            return web.Response(
+                body=body[: rng.randrange(1, len(body))], content_type="application/json"
+            )
         if fault == "reset":
             return await _reset_midway(request, body)
         return web.Response(body=body, content_type="application/json")
@@ -260,8 +268,12 @@ class FakeApi:
         payload: dict[str, Any] = {"code": err.code, "message": err.message, "data": None}
         if api == "v2":
             payload["request_id"] = self._request_id()
-        return web.Response(status=err.http_status, body=orjson.dumps(payload),
-                            content_type="application/json", headers=err.headers)
+        return web.Response(
+            status=err.http_status,
+            body=orjson.dumps(payload),
+            content_type="application/json",
+            headers=err.headers,
+        )
 
     def _request_id(self) -> str:
         self._seq += 1
@@ -288,8 +300,9 @@ class FakeApi:
         cfg, rng, now = self.config, self._rate_rng, rec.t
         bucket = self._buckets.setdefault(key, _Bucket(float(cfg.rate_limit_burst), now))
         rps = max(cfg.rate_limit_rps, 1e-6)
-        bucket.tokens = min(float(cfg.rate_limit_burst),
-                            bucket.tokens + (now - bucket.updated) * rps)
+        bucket.tokens = min(
+            float(cfg.rate_limit_burst), bucket.tokens + (now - bucket.updated) * rps
+        )
         bucket.updated = now
         rec.early = now < bucket.blocked_until
         if not rec.early and bucket.tokens >= 1:
@@ -367,10 +380,13 @@ class FakeApi:
         items = b",".join(self.data.item(e, api) for e in entries)
         if api == "v1":
             return b'{"code":0,"message":"success","data":{"count":%d,"list":[%b]}}' % (
-                count, items)
-        return (b'{"code":0,"message":"success","request_id":"%b","data":{"count":%d,'
-                b'"list":[%b],"page_index":%d,"page_size":%d}}') % (
-            self._request_id().encode(), count, items, page.page_index, page.size)
+                count,
+                items,
+            )
+        return (
+            b'{"code":0,"message":"success","request_id":"%b","data":{"count":%d,'
+            b'"list":[%b],"page_index":%d,"page_size":%d}}'
+        ) % (self._request_id().encode(), count, items, page.page_index, page.size)
 
     def _duplicate(self, page: _Page, entries: list[int]) -> list[int]:
         rng = self._faults.rng
@@ -380,7 +396,7 @@ class FakeApi:
         if not entries:
             return entries
         i = rng.randrange(len(entries))
-        return [*entries[: i + 1], entries[i], *entries[i + 1:]]
+        return [*entries[: i + 1], entries[i], *entries[i + 1 :]]
 
     def _draw_fault(self) -> str | None:
         faults = self._faults
@@ -400,8 +416,13 @@ class FakeApi:
     def _note_reject(self, j: int) -> None:
         if j not in self._rejects:
             v2 = self.data.bad_item(j, "v2")
-            self._rejects[j] = {"id": j, "kind": self.data.bad_kind(j), "slug": v2.get("slug"),
-                                "v1": self.data.bad_item(j, "v1"), "v2": v2}
+            self._rejects[j] = {
+                "id": j,
+                "kind": self.data.bad_kind(j),
+                "slug": v2.get("slug"),
+                "v1": self.data.bad_item(j, "v1"),
+                "v2": v2,
+            }
 
     # ---- test routes and churn -----------------------------------------------
 
@@ -471,8 +492,9 @@ async def start_fake_api(
 ) -> tuple[FakeApi, web.AppRunner, str]:
     """Serve a new simulator on host:port (0 = any free port); the caller cleans the runner up."""
     api = FakeApi(config)
-    runner = web.AppRunner(api.app, access_log=None, shutdown_timeout=1.0,
-                           handler_cancellation=True)
+    runner = web.AppRunner(
+        api.app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+    )
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     bound_port = runner.addresses[0][1]
@@ -488,12 +510,21 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=d.runs, help="initial history size")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--api-key", default=d.api_key)
-    parser.add_argument("--offset-mode", choices=("items", "pages"), default=d.offset_mode,
-                        help="what v2 `offset` counts")
+    parser.add_argument(
+        "--offset-mode",
+        choices=("items", "pages"),
+        default=d.offset_mode,
+        help="what v2 `offset` counts",
+    )
     parser.add_argument("--workers", type=int, default=d.workers)
     parser.add_argument("--in-flight", type=int, default=d.in_flight)
-    parser.add_argument("--scenario", action="append", default=[], metavar="NAME",
-                        help=f"repeatable or comma-separated: {', '.join(sorted(SCENARIOS))}, all")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"repeatable or comma-separated: {', '.join(sorted(SCENARIOS))}, all",
+    )
     parser.add_argument("--rate-limit-rps", type=float, default=d.rate_limit_rps)
     parser.add_argument("--rate-limit-burst", type=int, default=d.rate_limit_burst)
     parser.add_argument("--retry-after-ratio", type=float, default=d.retry_after_ratio)

@@ -60,8 +60,21 @@ BAD_KINDS = (
     "huge_err_msg",
     "extra_fields",
 )
-_V1_FIELDS = ("status", "err_msg", "slug", "scraper_title", "scraper_slug", "results", "usage",
-              "started_at", "finished_at", "duration", "origin", "traffic", "version")
+_V1_FIELDS = (
+    "status",
+    "err_msg",
+    "slug",
+    "scraper_title",
+    "scraper_slug",
+    "results",
+    "usage",
+    "started_at",
+    "finished_at",
+    "duration",
+    "origin",
+    "traffic",
+    "version",
+)
 _V2_FIELDS = tuple(sorted(_V1_FIELDS))  # the v2 page prints its keys alphabetically
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _MASK64 = (1 << 64) - 1
@@ -72,8 +85,16 @@ _ERRORS = (
     "Worker ran out of memory (limit 1024 MB)",
     "Selector '.price' not found",
 )
-_TITLES = ("News Collection", "Amazon Product Scraper", "Google Maps Places", "Job Board Crawler",
-           "Real Estate Listings", "Hotel Prices", "Social Profiles", "Price Monitor")
+_TITLES = (
+    "News Collection",
+    "Amazon Product Scraper",
+    "Google Maps Places",
+    "Job Board Crawler",
+    "Real Estate Listings",
+    "Hotel Prices",
+    "Social Profiles",
+    "Price Monitor",
+)
 _OWNERS = ("acme", "globex", "initech", "umbrella")
 
 
@@ -229,25 +250,32 @@ class Dataset:
         live = self._live_views.get(key)
         if live is None:
             pool: Iterable[int] = (
-                self._inflight if statuses is not None and statuses <= IN_FLIGHT
+                self._inflight
+                if statuses is not None and statuses <= IN_FLIGHT
                 else range(self.static_count, self.total)
             )
             live = [g for g in pool if self._matches(g, worker, statuses)]
             live.reverse()
             self._live_views[key] = live
         unfiltered = worker is None and statuses is None
-        return Listing(live, self.static_count, None if unfiltered else self._pattern(key),
-                       self.bad_every if unfiltered else 0)
+        return Listing(
+            live,
+            self.static_count,
+            None if unfiltered else self._pattern(key),
+            self.bad_every if unfiltered else 0,
+        )
 
     def _matches(self, g: int, worker: int | None, statuses: frozenset[str] | None) -> bool:
         return (worker is None or self._worker_of[g % CYCLE] == worker) and (
-            statuses is None or self.status(g) in statuses)
+            statuses is None or self.status(g) in statuses
+        )
 
     def _pattern(self, key: tuple[int | None, frozenset[str] | None]) -> list[int]:
         if key not in self._patterns:
             worker, statuses = key
             self._patterns[key] = [
-                r for r in range(CYCLE)
+                r
+                for r in range(CYCLE)
                 if (worker is None or self._worker_of[r] == worker)
                 and (statuses is None or self._final_of[r] in statuses)
             ]
@@ -293,8 +321,9 @@ class Dataset:
     def truth(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
         """Good runs at newest-first positions [start, stop)."""
         listing = Listing(self.select().live, self.static_count, None, 0)
-        return [self.record(g) for g in listing.entries(start, listing.count if stop is None
-                                                         else stop)]
+        return [
+            self.record(g) for g in listing.entries(start, listing.count if stop is None else stop)
+        ]
 
     def item(self, entry: int, api: Api) -> bytes:
         """One list item, serialised as that endpoint sends it."""
@@ -319,9 +348,17 @@ class Dataset:
         started = self.started_at(g)
         status = self.status(g)
         rec: dict[str, Any] = {
-            "slug": self.slug(g), "scraper_slug": worker.slug, "scraper_title": worker.title,
-            "status": status, "err_msg": "", "results": 0, "usage": "0", "traffic": 0,
-            "started_at": started, "finished_at": 0, "duration": 0,
+            "slug": self.slug(g),
+            "scraper_slug": worker.slug,
+            "scraper_title": worker.title,
+            "status": status,
+            "err_msg": "",
+            "results": 0,
+            "usage": "0",
+            "traffic": 0,
+            "started_at": started,
+            "finished_at": 0,
+            "duration": 0,
             "origin": ("api", "api", "api", "web", "web", "openapi")[h1 % 6],
             "version": worker.version,
         }
@@ -335,7 +372,9 @@ class Dataset:
         milli = 5 + (h2 % 90) + results * (1 + (h2 >> 8) % 7) // 4
         whole, frac = divmod(milli, 1000)
         rec.update(
-            finished_at=finished, duration=finished - started, results=results,
+            finished_at=finished,
+            duration=finished - started,
+            results=results,
             usage=f"{whole}.{frac:03d}" if (h2 >> 16) % 4 else f"{whole}.{frac // 10:02d}",
             traffic=results * (1000 + (h2 >> 20) % 50_000) + (h1 >> 40) % 4096,
         )
@@ -379,7 +418,8 @@ class Dataset:
             rec["started_at"], rec["finished_at"] = -rec["started_at"], -1
         elif kind == "huge_err_msg":
             rec["err_msg"] = ("Stack trace: " + "at Object.<anonymous> (worker.js:1:1)\n" * 3000)[
-                :100_000]
+                :100_000
+            ]
         else:  # extra_fields
             rec.update(priority=3, labels={"team": "growth"}, _internal_shard="eu-7")
         return rec
