@@ -404,7 +404,7 @@ def _decode_answer(endpoint: str, answer: _Answer, now: dt.datetime, *, secret: 
         )
     if status >= 500 or status == 408 or code in SERVER_ERROR_CODES:
         raise _Retryable(
-            f"HTTP {status}",
+            f"HTTP {status}" + (f" code {code}" if code else ""),
             endpoint=endpoint,
             reason="server_error",
             http_status=status,
