@@ -348,8 +348,9 @@ class FakeApi:
         if not isinstance(body, dict):
             raise _ApiError(*_V1_INVALID)
         index, size = body.get("page_index", 1), body.get("page_size", 20)
-        status, slug = body.get("status") or 0, body.get("scraper_slug")
-        ints_ok = all(type(v) is int for v in (index, size, status))
+        status = 0 if body.get("status") is None else body["status"]
+        slug = body.get("scraper_slug")
+        ints_ok = all(type(v) is int for v in (index, size, status))  # bools are not ints here
         if not ints_ok or index < 1 or size < 1 or status not in V1_FILTERS:
             raise _ApiError(*_V1_INVALID)
         if slug is not None and not isinstance(slug, str):

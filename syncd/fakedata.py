@@ -292,7 +292,7 @@ class Dataset:
             self._add_live(_LiveRun(self._path(self.total), 0))
         picked = set(self._rng.sample(self._inflight, min(advance, len(self._inflight))))
         excess = len(self._inflight) - self._inflight_cap
-        picked.update(g for g in self._inflight[: max(excess, 0)])
+        picked.update(self._inflight[: max(excess, 0)])
         for g in sorted(picked):
             run = self._live[g - self.static_count]
             run.stage += 1

@@ -274,6 +274,7 @@ async def test_v2_bad_parameters(
         {"page_index": 1, "page_size": "20"},
         {"page_index": True, "page_size": 20},
         {"page_index": 1, "page_size": 20, "status": 7},
+        {"page_index": 1, "page_size": 20, "status": False},
         {"page_index": 1, "scraper_slug": 5},
         [1, 2],
         "not json",
