@@ -101,7 +101,7 @@ class FakeApiConfig:
 class RequestRecord:
     """One API request as the simulator saw it (appended on arrival, completed on answer)."""
 
-    t: float  # time.monotonic() on arrival
+    time: float  # time.monotonic() on arrival
     method: str
     path: str
     params: dict[str, Any]  # query (GET) or JSON body (POST)
@@ -297,7 +297,7 @@ class FakeApi:
 
     def _rate_limit(self, rec: RequestRecord, api: Api, key: str) -> None:
         """Spend a token of this key's bucket, or raise a seeded rate-limit answer."""
-        cfg, rng, now = self.config, self._rate_rng, rec.t
+        cfg, rng, now = self.config, self._rate_rng, rec.time
         bucket = self._buckets.setdefault(key, _Bucket(float(cfg.rate_limit_burst), now))
         rps = max(cfg.rate_limit_rps, 1e-6)
         bucket.tokens = min(

@@ -437,7 +437,7 @@ async def test_ratelimit_client_honouring_retry_after_is_never_early(
     assert not any(r.early for r in api.requests)
     for earlier, later in zip(api.requests, api.requests[1:], strict=False):
         if earlier.retry_after_s is not None:
-            assert later.t >= earlier.t + earlier.retry_after_s
+            assert later.time >= earlier.time + earlier.retry_after_s
 
 
 async def classify(http: aiohttp.ClientSession, url: str, offset: int) -> str:
