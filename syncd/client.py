@@ -106,7 +106,9 @@ class CoreClawClient:
         self._session = session
         self._owns_session = session is None
         self._ssl = _ssl_context(settings)
-        self._limiter = limiter or RateLimiter(monotonic=monotonic, sleep=sleep)
+        self._limiter = limiter or RateLimiter(
+            settings.rate_policy(), monotonic=monotonic, sleep=sleep
+        )
         self._sleep = sleep
         self._rand = rand
         self._now = now

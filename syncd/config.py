@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 from syncd.errors import ConfigError
 from syncd.models import OffsetMode
+from syncd.ratelimit import RatePolicy
 
 DEFAULT_API_URL = "https://openapi.coreclaw.com"
 V2_MAX_PAGE_SIZE = 100
@@ -67,6 +68,11 @@ class Settings(BaseSettings):
     v2_offset_mode: OffsetMode = OffsetMode.AUTO
     max_pages: int = Field(100_000, ge=1)
 
+    # One budget per API key, shared by both streams (AIMD between these bounds).
+    max_requests_per_s: float = Field(5.0, gt=0)
+    initial_requests_per_s: float = Field(2.0, gt=0)
+    max_concurrency: int = Field(4, ge=1, le=64)
+
     http_timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(8, ge=0)
     max_backoff_s: float = Field(120.0, gt=0)
@@ -76,6 +82,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     http_port: int = Field(8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"
+
+    @field_validator("api_key_file", "ca_bundle", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        # Compose and shells pass unset variables as "": that means "not set", not ".".
+        return None if value == "" else value
 
     @field_validator("api_url")
     @classmethod
@@ -115,6 +127,15 @@ class Settings(BaseSettings):
                 raise ConfigError(f"SYNCD_API_KEY_FILE: {self.api_key_file} is empty")
             return SecretStr(text)
         return None
+
+    def rate_policy(self) -> RatePolicy:
+        ceiling = self.max_requests_per_s
+        return RatePolicy(
+            max_rate_per_s=ceiling,
+            initial_rate_per_s=min(self.initial_requests_per_s, ceiling),
+            min_rate_per_s=min(0.1, ceiling),
+            max_concurrency=self.max_concurrency,
+        )
 
     def poll_interval_s(self, stream: str) -> float:
         return self.poll_interval_v1_s if stream == "v1" else self.poll_interval_v2_s

@@ -40,6 +40,8 @@ def settings_for(url: str, db_url: str, **overrides: Any) -> Settings:
         "page_size_v2": 50,
         "max_retries": 3,
         "http_port": 0,
+        "max_requests_per_s": 200.0,
+        "initial_requests_per_s": 100.0,
     }
     values.update(overrides)
     return load_settings(**values)
