@@ -27,7 +27,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 import orjson
@@ -147,7 +147,6 @@ class _Faults:
     rng: random.Random
     burst_kind: str | None = None
     burst_left: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 class FakeApi:
