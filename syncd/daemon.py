@@ -74,8 +74,11 @@ class Daemon:
         try:
             await self.stop.wait()
         finally:
-            scheduler.shutdown(wait=False)
+            # pause, drain, then shut down: APScheduler's shutdown cancels running
+            # jobs outright, which would throw away the page in flight.
+            scheduler.pause()
             await self._drain()
+            scheduler.shutdown(wait=False)
         log.info(
             "daemon_stopped",
             cycles=self.stats.cycles,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -74,3 +75,8 @@ def configure_logging(
         stream=stream or sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # "skipped: maximum number of running instances reached" is the designed
+    # behaviour when a cycle outlasts its interval, not something to warn about.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers); the fallback is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
