@@ -190,7 +190,12 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_fake_api(settings: Settings, args: argparse.Namespace) -> int:
     from syncd.fakeapi import serve_forever
 
-    await serve_forever(args)
+    task = asyncio.create_task(serve_forever(args))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     return EXIT_OK
 
 

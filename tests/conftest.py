@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -103,3 +103,17 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def store(engine: AsyncEngine) -> Store:
     return Store(engine)
+
+
+@pytest.fixture
+async def engine_for() -> AsyncIterator[Callable[[str], AsyncEngine]]:
+    """Make engines for given URLs; all disposed at the end of the test."""
+    made: list[AsyncEngine] = []
+
+    def make(url: str) -> AsyncEngine:
+        made.append(create_engine(url))
+        return made[-1]
+
+    yield make
+    for eng in made:
+        await eng.dispose()

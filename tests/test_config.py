@@ -72,7 +72,11 @@ def test_database_url_spellings_become_asyncpg(url: str) -> None:
     [
         ("SYNCD_POLL_INTERVAL_V1", "0", "SYNCD_POLL_INTERVAL_V1: Input should be greater than 0"),
         ("SYNCD_POLL_INTERVAL_V2", "-3", "SYNCD_POLL_INTERVAL_V2: Input should be greater than 0"),
-        ("SYNCD_POLL_INTERVAL_V2", "soon", "SYNCD_POLL_INTERVAL_V2: Input should be a valid number"),
+        (
+            "SYNCD_POLL_INTERVAL_V2",
+            "soon",
+            "SYNCD_POLL_INTERVAL_V2: Input should be a valid number",
+        ),
         ("SYNCD_DATABASE_URL", "not a url", "SYNCD_DATABASE_URL: Value error, must be a URL"),
         ("SYNCD_DATABASE_URL", "mysql://u@h/db", "must be a PostgreSQL URL"),
         ("SYNCD_AUTH_MODE", "cookie", "SYNCD_AUTH_MODE: Input should be 'bearer', 'api-key'"),
@@ -114,7 +118,9 @@ def test_api_key_from_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", [None, ""])
-def test_unreadable_or_empty_key_file_is_a_config_error(tmp_path: Path, content: str | None) -> None:
+def test_unreadable_or_empty_key_file_is_a_config_error(
+    tmp_path: Path, content: str | None
+) -> None:
     """A missing or empty key file is reported with the variable's name."""
     key_file = tmp_path / "key"
     if content is not None:
