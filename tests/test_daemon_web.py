@@ -1,0 +1,153 @@
+"""The daemon's scheduling and its HTTP endpoints, in process against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from syncd.client import CoreClawClient
+from syncd.config import Settings, load_settings
+from syncd.daemon import Daemon
+from syncd.fakeapi import FakeApi, FakeApiConfig, start_fake_api
+from syncd.models import Source
+from syncd.storage import Store
+from syncd.sync import StreamSync
+from syncd.web import create_app
+
+KEY = "daemon-key-abcdef"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeApi, str]]:
+    api, runner, url = await start_fake_api(FakeApiConfig(runs=300, api_key=KEY))
+    yield api, url
+    await runner.cleanup()
+
+
+def make_settings(url: str, db_url: str, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "api_url": url, "api_key": SecretStr(KEY), "database_url": SecretStr(db_url),
+        "page_size_v1": 25, "page_size_v2": 25, "poll_interval_v1_s": 0.5,
+        "poll_interval_v2_s": 0.5, "max_requests_per_s": 100.0, "initial_requests_per_s": 50.0,
+    }  # fmt: skip
+    values.update(extra)
+    return load_settings(**values)
+
+
+async def run_until(daemon: Daemon, condition: Any, timeout_s: float = 30) -> None:
+    task = asyncio.create_task(daemon.run())
+    try:
+        for _ in range(int(timeout_s / 0.05)):  # bounded in count and so in time
+            if condition() or task.done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        daemon.stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def test_daemon_polls_both_streams_concurrently_and_repeatedly(
+    fake: tuple[FakeApi, str], db_url: str, store: Store
+) -> None:
+    """Both endpoints are polled at the same time, each on its interval, until stopped."""
+    api, url = fake
+    settings = make_settings(url, db_url)
+    async with CoreClawClient(settings) as client:
+        syncers = [StreamSync(s, client, store, settings) for s in (Source.V1, Source.V2)]
+        daemon = Daemon(syncers, {Source.V1: 0.5, Source.V2: 0.5}, grace_s=5)
+        await run_until(daemon, lambda: min(daemon.stats.cycles.values(), default=0) >= 2)
+    assert daemon.stats.cycles["v1"] >= 2 and daemon.stats.cycles["v2"] >= 2
+    v1 = [r.time for r in api.requests if r.path.endswith("/run/list")]
+    v2 = [r.time for r in api.requests if r.path.endswith("/worker-runs")]
+    # Concurrent: each stream's first cycle starts before the other's first cycle ends.
+    assert v2[0] < v1[12] and v1[0] < v2[12]
+
+
+async def test_failed_cycle_is_retried_on_the_next_interval(db_url: str, store: Store) -> None:
+    """An unreachable API fails cycles, but the daemon keeps running and records the error."""
+    settings = make_settings("http://127.0.0.1:9", db_url, max_retries=0)
+    async with CoreClawClient(settings) as client:
+        daemon = Daemon([StreamSync(Source.V1, client, store, settings)], {Source.V1: 0.2})
+        await run_until(daemon, lambda: daemon.stats.failures.get("v1", 0) >= 2, timeout_s=20)
+    assert daemon.stats.failures["v1"] >= 2 and daemon.stats.fatal is None
+    state = await store.load_state(Source.V1)
+    assert state is not None and "UpstreamUnavailable" in state["last_error"]
+
+
+async def test_bad_key_stops_the_daemon(
+    fake: tuple[FakeApi, str], db_url: str, store: Store
+) -> None:
+    """A rejected API key is fatal: retrying every interval cannot fix it."""
+    _, url = fake
+    settings = make_settings(url, db_url, api_key=SecretStr("wrong-key-000000"))
+    async with CoreClawClient(settings) as client:
+        daemon = Daemon([StreamSync(Source.V2, client, store, settings)], {Source.V2: 0.2})
+        stats = await asyncio.wait_for(daemon.run(), 20)
+    assert stats.fatal is not None and "SYNCD_API_KEY" in str(stats.fatal)
+
+
+async def test_health_readiness_and_metrics(
+    fake: tuple[FakeApi, str], db_url: str, store: Store
+) -> None:
+    """/healthz is up; /readyz is 503 until both streams synced, then 200; /metrics counts."""
+    _, url = fake
+    settings = make_settings(url, db_url)
+    app = create_app(store, settings, [Source.V1, Source.V2])
+    async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+        assert (await http.get("/healthz")).status == 200
+        response = await http.get("/readyz")
+        assert response.status == 503
+        assert "has not synced successfully yet" in " ".join((await response.json())["reasons"])
+        async with CoreClawClient(settings) as client:
+            for stream in (Source.V1, Source.V2):
+                await StreamSync(stream, client, store, settings).run_cycle()
+        assert (await http.get("/readyz")).status == 200
+        metrics = await (await http.get("/metrics")).text()
+    assert 'syncd_rows_total{outcome="inserted",stream="v1"}' in metrics
+    assert (
+        'syncd_upstream_requests_total{endpoint="/api/v2/worker-runs",http_status="200"}' in metrics
+    )
+    assert KEY not in metrics
+
+
+async def test_readyz_reports_a_stale_stream(
+    fake: tuple[FakeApi, str], db_url: str, store: Store
+) -> None:
+    """A stream whose last success is older than three intervals makes /readyz 503."""
+    _, url = fake
+    settings = make_settings(url, db_url)
+    async with CoreClawClient(settings) as client:
+        for stream in (Source.V1, Source.V2):
+            await StreamSync(stream, client, store, settings).run_cycle()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
+    app = create_app(store, settings, [Source.V1, Source.V2], now=lambda: later)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+        response = await http.get("/readyz")
+        body = await response.json()
+    assert response.status == 503
+    assert any("stream v1 last synced" in r for r in body["reasons"])
+
+
+async def test_readyz_reports_an_unreachable_database(fake: tuple[FakeApi, str]) -> None:
+    """With the database gone, /readyz is 503 and says so."""
+    from syncd.database import create_engine
+
+    _, url = fake
+    dead = "postgresql+asyncpg://nobody:pw@127.0.0.1:9/none"
+    settings = make_settings(url, dead)
+    engine = create_engine(dead)
+    try:
+        app = create_app(Store(engine), settings, [Source.V1])
+        async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+            response = await http.get("/readyz")
+            body = await response.json()
+    finally:
+        await engine.dispose()
+    assert response.status == 503
+    assert body["reasons"][0].startswith("database unreachable")
