@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     v2_offset_mode: OffsetMode = OffsetMode.AUTO
     max_pages: int = Field(100_000, ge=1)
 
+    # Incremental cycles: stop paging the head after this many stored, terminal,
+    # unchanged runs in a row; a full reconciliation scan every so often.
+    head_overlap: int = Field(20, ge=1)
+    reconcile_interval_s: float = Field(86_400.0, ge=0)  # 0: never
+    reconcile_hour_utc: int | None = Field(None, ge=0, le=23)  # start reconciliations in this hour
+    backfill_batch_rows: int = Field(2_000, ge=1)
+    webhook_token: SecretStr | None = None
+
     # One budget per API key, shared by both streams (AIMD between these bounds).
     max_requests_per_s: float = Field(5.0, gt=0)
     initial_requests_per_s: float = Field(2.0, gt=0)
@@ -83,7 +91,7 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"
 
-    @field_validator("api_key_file", "ca_bundle", mode="before")
+    @field_validator("api_key_file", "ca_bundle", "reconcile_hour_utc", mode="before")
     @classmethod
     def _empty_path_is_unset(cls, value: Any) -> Any:
         # Compose and shells pass unset variables as "": that means "not set", not ".".
@@ -145,6 +153,8 @@ class Settings(BaseSettings):
         found: list[str] = []
         if self.api_key is not None and self.api_key.get_secret_value():
             found.append(self.api_key.get_secret_value())
+        if self.webhook_token is not None and self.webhook_token.get_secret_value():
+            found.append(self.webhook_token.get_secret_value())
         if self.database_url is not None:
             password = make_url(self.database_url.get_secret_value()).password
             if password:

@@ -109,6 +109,7 @@ class StoreResult:
     updated: int = 0
     rejected: int = 0
     history_added: int = 0
+    changed_slugs: frozenset[str] = frozenset()  # this batch's inserted or updated runs
 
     @property
     def changed(self) -> int:
@@ -120,3 +121,4 @@ class StoreResult:
         self.updated += other.updated
         self.rejected += other.rejected
         self.history_added += other.history_added
+        # changed_slugs stays per batch: a backfill would otherwise hold every slug.

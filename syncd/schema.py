@@ -52,6 +52,8 @@ runs = Table(
     # rewriting a row back and forth when they spell the same run differently.
     Column("digest_v1", Text),
     Column("digest_v2", Text),
+    # set when an in-flight run could no longer be found upstream; cleared if it reappears
+    Column("vanished_at", TZ),
     Index("ix_runs_status", "status"),
     Index("ix_runs_worker_started", "worker_slug", text("started_at DESC")),
     Index("ix_runs_started_at", text("started_at DESC")),
@@ -97,6 +99,10 @@ sync_state = Table(
     Column("last_cycle_started_at", TZ),
     Column("last_cycle_finished_at", TZ),
     Column("updated_at", TZ, nullable=False, server_default=text("now()")),
+    Column("last_full_scan_at", TZ),
+    Column("last_cycle_kind", Text),  # backfill | incremental | reconcile
+    Column("last_cycle_requests", Integer),
+    Column("last_reconcile_corrected", BigInteger),
 )
 
 sync_rejects = Table(

@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from syncd.errors import StorageError
-from syncd.models import Reject, Run, Source, StoreResult
+from syncd.models import IN_FLIGHT_STATUSES, Reject, Run, Source, StoreResult
 from syncd.schema import run_status_history, runs, sync_rejects, sync_state, workers
 
 log = structlog.get_logger("syncd.storage")
@@ -101,11 +101,13 @@ upserted AS (
         last_seen_at = GREATEST(r.last_seen_at, EXCLUDED.last_seen_at),
         updated_at = GREATEST(r.updated_at, EXCLUDED.updated_at),
         digest_v1 = COALESCE(EXCLUDED.digest_v1, r.digest_v1),
-        digest_v2 = COALESCE(EXCLUDED.digest_v2, r.digest_v2)
+        digest_v2 = COALESCE(EXCLUDED.digest_v2, r.digest_v2),
+        vanished_at = NULL
     WHERE syncd_status_rank(EXCLUDED.status) >= syncd_status_rank(r.status)
-      AND ROW({stored}) IS DISTINCT FROM ROW({excluded})
-      AND COALESCE(EXCLUDED.digest_v1, EXCLUDED.digest_v2) IS DISTINCT FROM
-          CASE WHEN EXCLUDED.source = 'v1' THEN r.digest_v1 ELSE r.digest_v2 END
+      AND ((ROW({stored}) IS DISTINCT FROM ROW({excluded})
+            AND COALESCE(EXCLUDED.digest_v1, EXCLUDED.digest_v2) IS DISTINCT FROM
+                CASE WHEN EXCLUDED.source = 'v1' THEN r.digest_v1 ELSE r.digest_v2 END)
+           OR r.vanished_at IS NOT NULL)
     RETURNING r.slug, r.worker_slug, r.worker_title, r.updated_at, (r.xmax = 0) AS inserted
 ),
 history AS (
@@ -130,7 +132,8 @@ SELECT
     (SELECT count(*) FROM upserted WHERE inserted) AS inserted,
     (SELECT count(*) FROM upserted WHERE NOT inserted) AS updated,
     (SELECT count(*) FROM history) AS history_added,
-    (SELECT count(*) FROM touched_workers) AS workers_touched
+    (SELECT count(*) FROM touched_workers) AS workers_touched,
+    (SELECT array_agg(slug) FROM upserted) AS changed_slugs
 """
 
 
@@ -174,6 +177,14 @@ def _reject_row(reject: Reject, at: dt.datetime) -> dict[str, Any]:
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "rejected_at": at,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightRun:
+    slug: str
+    status: str
+    worker_slug: str
+    started_at: dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +251,7 @@ class Store:
         )
         row = (await conn.execute(text(MERGE_SQL))).one()
         result.inserted, result.updated, result.history_added = row[0], row[1], row[2]
+        result.changed_slugs = frozenset(row[4] or ())
 
     async def _save_rejects(
         self, conn: AsyncConnection, rejects: Sequence[Reject], at: dt.datetime
@@ -296,12 +308,22 @@ class Store:
         error: str | None = None,
         checkpoint: dict[str, Any] | None = None,
         clear_checkpoint: bool = False,
+        kind: str | None = None,
+        requests: int | None = None,
+        full_scan: bool = False,
+        corrected: int | None = None,
     ) -> None:
         values: dict[str, Any] = {
             "last_cycle_finished_at": at,
             "updated_at": func.now(),
             "cycles": sync_state.c.cycles + 1,
+            "last_cycle_kind": kind,
+            "last_cycle_requests": requests,
         }
+        if full_scan and error is None:
+            values["last_full_scan_at"] = at
+        if corrected is not None:
+            values["last_reconcile_corrected"] = corrected
         if error is None:
             values["last_success_at"] = at
         else:
@@ -324,6 +346,30 @@ class Store:
                 .first()
             )
         return dict(row) if row is not None else None
+
+    async def in_flight_runs(self, exclude: frozenset[str] = frozenset()) -> list[InFlightRun]:
+        """Stored runs not yet terminal (and not given up on), minus `exclude`."""
+        query = (
+            select(runs.c.slug, runs.c.status, runs.c.worker_slug, runs.c.started_at)
+            .where(runs.c.status.in_([s.value for s in IN_FLIGHT_STATUSES]))
+            .where(runs.c.vanished_at.is_(None))
+        )
+        async with self._transaction("reading in-flight runs") as conn:
+            rows = (await conn.execute(query)).all()
+        return [InFlightRun(*row) for row in rows if row[0] not in exclude]
+
+    async def mark_vanished(self, slugs: Sequence[str], at: dt.datetime) -> int:
+        """Flag in-flight runs that no list shows any more, so they stop being refreshed."""
+        if not slugs:
+            return 0
+        async with self._transaction("marking vanished runs") as conn:
+            result = await conn.execute(
+                runs.update()
+                .where(runs.c.slug.in_(list(slugs)))
+                .where(runs.c.vanished_at.is_(None))
+                .values(vanished_at=at)
+            )
+        return int(result.rowcount)
 
     async def status_report(self) -> dict[str, Any]:
         """Per-stream state and table row counts, for `syncd status`."""

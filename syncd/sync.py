@@ -1,11 +1,21 @@
-"""One stream's sync cycle: pages -> normalise -> store, with a resumable checkpoint.
+"""One stream's sync cycle.  Three kinds of cycle, chosen by `choose_kind`:
 
-A cycle pages through one endpoint's list and stores each page in its own
-transaction together with a checkpoint naming the next page.  If the process
-dies or is stopped mid-cycle, the next cycle resumes from that page instead of
-starting over: lists are newest first, so runs that arrive meanwhile only push
-older runs further down (re-read, never skipped), and the new head is picked
-up by the next cycle, which starts from the top again.
+* **backfill** — the first pass over a stream's whole history.  Pages are
+  fetched a few at a time once the first page has told us `count`, stored in
+  order in batches, each batch in one transaction with a checkpoint naming the
+  next page.  A killed or stopped backfill resumes from its checkpoint.
+* **incremental** — the steady state.  A *head scan* pages from the newest run
+  and stops once `head_overlap` runs in a row were already stored, terminal and
+  unchanged.  Then an *in-flight refresh* re-reads every stored run that is not
+  terminal yet (and was not on those head pages) through the endpoint's status
+  filter, and, for the ones no longer listed under their old status, through
+  the worker filter.  A run no list shows any more is marked `vanished_at`.
+* **reconcile** — a periodic full scan (like a backfill) that catches anything
+  the incremental path could not see; it reports how many rows it corrected.
+
+Lists are newest first, so runs arriving while we page only push older runs
+further down: they are re-read, never skipped.  If a list turns out not to be
+newest first, the head scan does not stop early (and says so).
 """
 
 from __future__ import annotations
@@ -13,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -22,14 +34,24 @@ import structlog
 from syncd import metrics
 from syncd.client import CoreClawClient
 from syncd.config import Settings
-from syncd.errors import SyncdError
-from syncd.models import OffsetMode, Page, Reject, Run, Source, StoreResult
+from syncd.errors import PagingError, SyncdError
+from syncd.models import TERMINAL_STATUSES, OffsetMode, Page, Reject, Run, Source, StoreResult
 from syncd.normalize import normalize
-from syncd.storage import PageProgress, Store
+from syncd.pagination import is_last_page, v2_offset
+from syncd.storage import InFlightRun, PageProgress, Store
 
 log = structlog.get_logger("syncd.sync")
 
 CHECKPOINT_KIND = "scan"
+# The status filter to ask each endpoint for, per stored in-flight status.
+V1_FILTER = {"ready": 1, "running": 2, "aborting": 2}
+V2_FILTER = {"ready": "ready", "running": "running", "aborting": "aborting"}
+
+
+class CycleKind(StrEnum):
+    BACKFILL = "backfill"
+    INCREMENTAL = "incremental"
+    RECONCILE = "reconcile"
 
 
 def utcnow() -> dt.datetime:
@@ -41,9 +63,13 @@ class CycleReport:
     """What one cycle did; `completed` is False when it was stopped part-way."""
 
     stream: Source
+    kind: CycleKind = CycleKind.INCREMENTAL
     pages: int = 0
+    requests: int = 0
     result: StoreResult = field(default_factory=StoreResult)
     resumed_from_page: int | None = None
+    refreshed: int = 0
+    vanished: int = 0
     completed: bool = False
     duration_s: float = 0.0
 
@@ -51,11 +77,15 @@ class CycleReport:
         r = self.result
         return {
             "stream": self.stream.value,
+            "kind": self.kind.value,
             "pages": self.pages,
+            "requests": self.requests,
             "seen": r.seen,
             "inserted": r.inserted,
             "updated": r.updated,
             "rejected": r.rejected,
+            "refreshed": self.refreshed,
+            "vanished": self.vanished,
             "completed": self.completed,
             "resumed_from_page": self.resumed_from_page,
             "duration_s": round(self.duration_s, 3),
@@ -88,6 +118,61 @@ def resume_page(checkpoint: dict[str, Any] | None, page_size: int) -> int | None
     return (next_page * old_size) // page_size
 
 
+def choose_kind(
+    state: dict[str, Any] | None,
+    *,
+    full: bool,
+    now: dt.datetime,
+    reconcile_interval_s: float,
+    reconcile_hour_utc: int | None,
+) -> CycleKind:
+    """Which kind of cycle to run now (pure)."""
+    state = state or {}
+    checkpoint = state.get("checkpoint") or {}
+    if checkpoint.get("kind") == CHECKPOINT_KIND:
+        # An interrupted full scan is finished before anything else.
+        return CycleKind(checkpoint.get("purpose", CycleKind.BACKFILL.value))
+    last_full = state.get("last_full_scan_at")
+    if last_full is None:
+        return CycleKind.BACKFILL
+    if full:
+        return CycleKind.RECONCILE
+    if reconcile_interval_s <= 0:
+        return CycleKind.INCREMENTAL
+    due = (now - last_full).total_seconds() >= reconcile_interval_s
+    in_window = reconcile_hour_utc is None or now.hour == reconcile_hour_utc
+    return CycleKind.RECONCILE if due and in_window else CycleKind.INCREMENTAL
+
+
+@dataclass(slots=True)
+class HeadScanState:
+    """Early-stop bookkeeping of one head scan (pure)."""
+
+    overlap: int
+    streak: int = 0
+    newest_first: bool = True
+    last_started: dt.datetime | None = None
+    seen: set[str] = field(default_factory=set)
+
+    def observe(self, runs: Iterable[Run], changed: frozenset[str]) -> None:
+        for run in runs:
+            self.seen.add(run.slug)
+            if run.started_at is not None:
+                if self.last_started is not None and run.started_at > self.last_started:
+                    self.newest_first = False
+                self.last_started = run.started_at
+            if run.slug in changed:
+                self.streak = 0
+            elif run.status in TERMINAL_STATUSES:
+                self.streak += 1
+            # an unchanged in-flight run neither extends nor breaks the streak:
+            # the in-flight refresh looks after it
+
+    @property
+    def can_stop(self) -> bool:
+        return self.newest_first and self.streak >= self.overlap
+
+
 class StreamSync:
     """Runs cycles for one stream (v1 or v2)."""
 
@@ -106,83 +191,339 @@ class StreamSync:
         self.settings = settings
         self.now = now
         self.page_size = settings.page_size_v1 if stream is Source.V1 else settings.page_size_v2
+        self._offset_mode: OffsetMode | None = None
+        self._warned_order = False
+
+    # -- the cycle -----------------------------------------------------------
 
     async def run_cycle(
         self, *, full: bool = False, stop: asyncio.Event | None = None
     ) -> CycleReport:
-        """Page through the list once and store it.  Raises SyncdError on failure."""
-        report = CycleReport(self.stream)
+        """Run one cycle of the kind that is due.  Raises SyncdError on failure."""
         started, clock = self.now(), time.monotonic()
         state = await self.store.load_state(self.stream)
-        start_page = 0 if full else resume_page(state and state.get("checkpoint"), self.page_size)
-        report.resumed_from_page = start_page or None
-        await self.store.start_cycle(self.stream, started)
-        log.info(
-            "cycle_started",
-            stream=self.stream.value,
+        kind = choose_kind(
+            state,
             full=full,
-            resume_from_page=report.resumed_from_page,
+            now=started,
+            reconcile_interval_s=self.settings.reconcile_interval_s,
+            reconcile_hour_utc=self.settings.reconcile_hour_utc,
         )
+        report = CycleReport(self.stream, kind=kind)
+        await self.store.start_cycle(self.stream, started)
+        log.info("cycle_started", stream=self.stream.value, kind=kind.value)
         try:
-            await self._scan(report, start_page or 0, started, stop)
+            if kind is CycleKind.INCREMENTAL:
+                await self._incremental(report, started, stop)
+            else:
+                start = resume_page(state and state.get("checkpoint"), self.page_size)
+                report.resumed_from_page = start or None
+                await self._full_scan(report, start or 0, started, stop)
         except SyncdError as exc:
             report.duration_s = time.monotonic() - clock
             await self._record_failure(report, exc)
             raise
         report.duration_s = time.monotonic() - clock
-        if report.completed:
-            await self.store.finish_cycle(self.stream, self.now(), clear_checkpoint=True)
-            metrics.LAST_SUCCESS.labels(self.stream.value).set(time.time())
-        metrics.CYCLE_SECONDS.labels(
-            self.stream.value, "ok" if report.completed else "stopped"
-        ).observe(report.duration_s)
-        log.info("cycle_finished", **report.as_log())
+        await self._record_end(report)
         return report
 
-    async def _scan(
-        self, report: CycleReport, start_page: int, started: dt.datetime, stop: asyncio.Event | None
-    ) -> None:
-        offset_mode = self.settings.v2_offset_mode if self.stream is Source.V2 else OffsetMode.ITEMS
-        pages = self.client.pages(
-            self.stream, offset_mode=offset_mode, page_size=self.page_size, start_page=start_page
-        )
-        async for number, page in pages:
-            await self._store_page(report, number, page, started)
-            if stop is not None and stop.is_set():
-                log.info("cycle_interrupted", stream=self.stream.value, next_page=number + 1)
-                return
-        report.completed = True
-
-    async def _store_page(
-        self, report: CycleReport, number: int, page: Page, started: dt.datetime
-    ) -> None:
-        runs, rejects = split_page(page, self.stream)
-        checkpoint = {
-            "kind": CHECKPOINT_KIND,
-            "next_page": number + 1,
-            "page_size": self.page_size,
-            "cycle_started_at": started.isoformat(),
-        }
-        result = await self.store.save_batch(
-            self.stream,
-            runs,
-            rejects,
-            observed_at=page.fetched_at,
-            progress=PageProgress(checkpoint=checkpoint),
-            seen=len(page.items),
-        )
-        report.pages += 1
-        report.result.add(result)
-        metrics.BACKFILL_PAGES.labels(self.stream.value).set(report.pages)
-        for outcome in ("seen", "inserted", "updated", "rejected"):
-            metrics.ROWS.labels(self.stream.value, outcome).inc(getattr(result, outcome))
+    async def _record_end(self, report: CycleReport) -> None:
+        full = report.kind is not CycleKind.INCREMENTAL
+        if report.completed:
+            await self.store.finish_cycle(
+                self.stream,
+                self.now(),
+                clear_checkpoint=full,
+                kind=report.kind.value,
+                requests=report.requests,
+                full_scan=full,
+                corrected=report.result.changed if report.kind is CycleKind.RECONCILE else None,
+            )
+            metrics.LAST_SUCCESS.labels(self.stream.value).set(time.time())
+        outcome = "ok" if report.completed else "stopped"
+        metrics.CYCLE_SECONDS.labels(self.stream.value, outcome).observe(report.duration_s)
+        log.info("cycle_finished", **report.as_log())
+        if report.kind is CycleKind.RECONCILE and report.completed:
+            log.info(
+                "reconcile_finished", stream=self.stream.value, corrected=report.result.changed
+            )
 
     async def _record_failure(self, report: CycleReport, exc: SyncdError) -> None:
         metrics.CYCLE_SECONDS.labels(self.stream.value, "error").observe(report.duration_s)
         log.error("cycle_failed", error=str(exc), error_type=type(exc).__name__, **report.as_log())
         try:
             await self.store.finish_cycle(
-                self.stream, self.now(), error=f"{type(exc).__name__}: {exc}"
+                self.stream,
+                self.now(),
+                error=f"{type(exc).__name__}: {exc}",
+                kind=report.kind.value,
+                requests=report.requests,
             )
         except SyncdError as store_exc:  # the database may be the thing that failed
             log.error("cycle_failure_not_recorded", error=str(store_exc))
+
+    # -- fetching --------------------------------------------------------------
+
+    async def _fetch(self, report: CycleReport, number: int, **filters: Any) -> Page:
+        report.requests += 1
+        if self.stream is Source.V1:
+            return await self.client.list_v1(
+                page_index=number + 1, page_size=self.page_size, **filters
+            )
+        if self._offset_mode is None:
+            mode = self.settings.v2_offset_mode
+            self._offset_mode = (
+                await self.client.detect_offset_mode() if mode is OffsetMode.AUTO else mode
+            )
+        offset = v2_offset(number, self.page_size, self._offset_mode)
+        return await self.client.list_v2(offset=offset, limit=self.page_size, **filters)
+
+    async def _store(
+        self,
+        report: CycleReport,
+        pages: list[Page],
+        checkpoint: dict[str, Any] | None = None,
+    ) -> StoreResult:
+        runs: list[Run] = []
+        rejects: list[Reject] = []
+        for page in pages:
+            page_runs, page_rejects = split_page(page, self.stream)
+            runs += page_runs
+            rejects += page_rejects
+        result = await self.store.save_batch(
+            self.stream,
+            runs,
+            rejects,
+            observed_at=pages[-1].fetched_at,
+            progress=PageProgress(pages=len(pages), checkpoint=checkpoint),
+            seen=sum(len(p.items) for p in pages),
+        )
+        report.pages += len(pages)
+        report.result.add(result)
+        for outcome in ("seen", "inserted", "updated", "rejected"):
+            metrics.ROWS.labels(self.stream.value, outcome).inc(getattr(result, outcome))
+        return result
+
+    # -- full scans (backfill, reconcile) -----------------------------------
+
+    async def _full_scan(
+        self, report: CycleReport, start: int, started: dt.datetime, stop: asyncio.Event | None
+    ) -> None:
+        scan = _FullScan(self, report, start, started)
+        try:
+            await scan.run(stop)
+        finally:
+            await scan.cancel_pending()
+
+    # -- incremental -----------------------------------------------------------
+
+    async def _incremental(
+        self, report: CycleReport, started: dt.datetime, stop: asyncio.Event | None
+    ) -> None:
+        head = await self._head_scan(report)
+        if stop is not None and stop.is_set():
+            return
+        await self._refresh_in_flight(report, frozenset(head.seen), started)
+        report.completed = True
+
+    async def _head_scan(self, report: CycleReport) -> HeadScanState:
+        head = HeadScanState(overlap=self.settings.head_overlap)
+        seen_items = 0
+        for number in range(self.settings.max_pages):
+            page = await self._fetch(report, number)
+            result = await self._store(report, [page])
+            runs, _ = split_page(page, self.stream)
+            head.observe(runs, result.changed_slugs)
+            seen_items += len(page.items)
+            if head.can_stop or is_last_page(
+                len(page.items), page_size=self.page_size, count=page.count, seen=seen_items
+            ):
+                break
+        else:
+            raise PagingError(
+                f"head scan did not end within {self.settings.max_pages} pages",
+                endpoint=self.stream.value,
+            )
+        if not head.newest_first and not self._warned_order:
+            self._warned_order = True
+            log.warning(
+                "list_not_newest_first",
+                stream=self.stream.value,
+                hint="early stop disabled; every incremental cycle pages the whole list",
+            )
+        return head
+
+    async def _refresh_in_flight(
+        self, report: CycleReport, seen: frozenset[str], started: dt.datetime
+    ) -> None:
+        pending = await self.store.in_flight_runs(exclude=seen)
+        if not pending:
+            return
+        found = await self._scan_status_filters(report, pending)
+        missing = [r for r in pending if r.slug not in found]
+        if missing:
+            found |= await self._scan_workers(report, missing)
+        report.refreshed = sum(1 for r in pending if r.slug in found)
+        vanished = [r.slug for r in pending if r.slug not in found]
+        if vanished:
+            report.vanished = await self.store.mark_vanished(vanished, started)
+            log.warning(
+                "runs_vanished", stream=self.stream.value, count=len(vanished), slugs=vanished[:20]
+            )
+
+    async def _scan_status_filters(
+        self, report: CycleReport, pending: list[InFlightRun]
+    ) -> set[str]:
+        """Page each needed status-filtered list; return the slugs listed under their old status."""
+        table: dict[str, Any] = V1_FILTER if self.stream is Source.V1 else V2_FILTER
+        wanted = {r.slug: table[r.status] for r in pending}
+        listed: set[str] = set()
+        for value in sorted(set(wanted.values()), key=str):
+            async with aclosing(self._filtered_pages(report, status=value)) as pages:
+                async for runs in pages:
+                    listed.update(r.slug for r in runs)
+        # A run listed under *another* in-flight filter was still found (e.g. ready -> running).
+        return {slug for slug in wanted if slug in listed}
+
+    async def _scan_workers(self, report: CycleReport, missing: list[InFlightRun]) -> set[str]:
+        """Find runs that left their status list by paging their worker's runs, newest first,
+        down to the oldest of them."""
+        key = "scraper_slug" if self.stream is Source.V1 else "worker_id"
+        found: set[str] = set()
+        by_worker: dict[str, list[InFlightRun]] = {}
+        for run in missing:
+            by_worker.setdefault(run.worker_slug, []).append(run)
+        for worker, runs in sorted(by_worker.items()):
+            wanted = {r.slug for r in runs}
+            starts = [r.started_at for r in runs if r.started_at is not None]
+            oldest = min(starts) if len(starts) == len(runs) else None
+            async with aclosing(self._filtered_pages(report, **{key: worker})) as pages:
+                async for page_runs in pages:
+                    found.update(wanted.intersection(r.slug for r in page_runs))
+                    if wanted <= found or _past(page_runs, oldest):
+                        break
+        return found
+
+    async def _filtered_pages(
+        self, report: CycleReport, **filters: Any
+    ) -> AsyncGenerator[list[Run], None]:
+        """Yield the normalised runs of each page of a filtered list, storing every page."""
+        seen_items = 0
+        for number in range(self.settings.max_pages):
+            page = await self._fetch(report, number, **filters)
+            await self._store(report, [page])
+            runs, _ = split_page(page, self.stream)
+            yield runs
+            seen_items += len(page.items)
+            if is_last_page(
+                len(page.items), page_size=self.page_size, count=page.count, seen=seen_items
+            ):
+                return
+        raise PagingError(
+            f"filtered list {filters} did not end within {self.settings.max_pages} pages",
+            endpoint=self.stream.value,
+        )
+
+
+def _past(runs: list[Run], oldest: dt.datetime | None) -> bool:
+    """True once a newest-first page has gone older than `oldest`."""
+    if oldest is None or not runs:
+        return False
+    last = runs[-1].started_at
+    return last is not None and last < oldest
+
+
+class _FullScan:
+    """A whole-list pass: pages fetched ahead with bounded concurrency, stored in order."""
+
+    def __init__(
+        self, sync: StreamSync, report: CycleReport, start: int, started: dt.datetime
+    ) -> None:
+        self.sync = sync
+        self.report = report
+        self.start = start
+        self.started = started
+        self.pending: dict[int, asyncio.Task[Page]] = {}
+        self.next_to_fetch = start
+        self.count_known = False
+        # Items before `start` are counted as if read, so the end rule can use `count`.
+        self.items_seen = start * sync.page_size
+        self.batch: list[Page] = []
+        self.batch_rows = 0
+        self.last_number = start - 1
+
+    def _top_up(self) -> None:
+        ahead = self.sync.settings.max_concurrency if self.count_known else 1
+        cap = self.start + self.sync.settings.max_pages
+        while len(self.pending) < ahead and self.next_to_fetch < cap:
+            number = self.next_to_fetch
+            self.pending[number] = asyncio.ensure_future(self.sync._fetch(self.report, number))
+            self.next_to_fetch += 1
+
+    async def run(self, stop: asyncio.Event | None) -> None:
+        number = self.start
+        try:
+            while True:
+                self._top_up()
+                task = self.pending.pop(number, None)
+                if task is None:
+                    raise PagingError(
+                        f"list did not end within {self.sync.settings.max_pages} pages",
+                        endpoint=self.sync.stream.value,
+                    )
+                page = await task
+                self.count_known = self.count_known or page.count is not None
+                self.items_seen += len(page.items)
+                self.batch.append(page)
+                self.batch_rows += len(page.items)
+                self.last_number = number
+                last = is_last_page(
+                    len(page.items),
+                    page_size=self.sync.page_size,
+                    count=page.count,
+                    seen=self.items_seen,
+                )
+                stopping = stop is not None and stop.is_set()
+                if last or stopping or self._should_flush(number + 1):
+                    await self._flush()
+                if last:
+                    self.report.completed = True
+                    return
+                if stopping:
+                    log.info(
+                        "cycle_interrupted", stream=self.sync.stream.value, next_page=number + 1
+                    )
+                    return
+                number += 1
+        except SyncdError:
+            # Whatever was fetched in order is worth keeping before giving up.
+            if self.batch:
+                await self._flush()
+            raise
+
+    def _should_flush(self, next_number: int) -> bool:
+        if self.batch_rows >= self.sync.settings.backfill_batch_rows:
+            return True
+        nxt = self.pending.get(next_number)
+        # Flush now unless the next page is already here to join the batch.
+        return nxt is None or not nxt.done()
+
+    async def _flush(self) -> None:
+        pages, self.batch, self.batch_rows = self.batch, [], 0
+        checkpoint = {
+            "kind": CHECKPOINT_KIND,
+            "purpose": self.report.kind.value,
+            "next_page": self.last_number + 1,
+            "page_size": self.sync.page_size,
+            "cycle_started_at": self.started.isoformat(),
+        }
+        await self.sync._store(self.report, pages, checkpoint)
+        metrics.BACKFILL_PAGES.labels(self.sync.stream.value).set(self.last_number + 1)
+
+    async def cancel_pending(self) -> None:
+        tasks = list(self.pending.values())
+        self.pending.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
