@@ -101,11 +101,13 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if settings.http_port:
             from syncd.web import create_app, start_web
 
-            web_runner = await start_web(
-                create_app(services.store, settings, streams),
-                settings.http_host,
-                settings.http_port,
+            app = create_app(
+                services.store,
+                settings,
+                streams,
+                on_run_finished=lambda slug: daemon.wake(f"webhook:{slug}"),
             )
+            web_runner = await start_web(app, settings.http_host, settings.http_port)
         try:
             stats = await daemon.run()
         finally:

@@ -49,6 +49,26 @@ class Daemon:
         self.stop = asyncio.Event()
         self.stats = DaemonStats()
         self._running: set[asyncio.Task[None]] = set()
+        self._scheduler: AsyncIOScheduler | None = None
+        self._wakes: dict[Source, int] = {s.stream: 0 for s in syncers}
+
+    def wake(self, reason: str) -> None:
+        """Start a cycle of every stream now (e.g. a run-finished webhook arrived).
+
+        A stream busy with a cycle runs another one right after it, so the
+        news is never dropped; polling stays the source of truth.
+        """
+        log.info("wake_requested", reason=reason)
+        for stream in self._wakes:
+            self._wakes[stream] += 1
+            self._run_soon(stream)
+
+    def _run_soon(self, stream: Source) -> None:
+        if self._scheduler is None or self.stop.is_set():
+            return
+        job = self._scheduler.get_job(f"sync-{stream.value}")
+        if job is not None:
+            job.modify(next_run_time=dt.datetime.now(dt.UTC))
 
     async def run(self) -> DaemonStats:
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
@@ -66,6 +86,7 @@ class Daemon:
                 misfire_grace_time=None,
             )
         scheduler.start()
+        self._scheduler = scheduler
         log.info(
             "daemon_started",
             streams=[s.stream.value for s in self.syncers],
@@ -94,6 +115,7 @@ class Daemon:
         assert task is not None
         self._running.add(task)
         name = syncer.stream.value
+        wakes_at_start = self._wakes[syncer.stream]
         try:
             report: CycleReport = await syncer.run_cycle(stop=self.stop)
             self.stats.cycles[name] = self.stats.cycles.get(name, 0) + 1
@@ -109,6 +131,8 @@ class Daemon:
             self.stats.failures[name] = self.stats.failures.get(name, 0) + 1
         finally:
             self._running.discard(task)
+            if self._wakes[syncer.stream] != wakes_at_start:
+                self._run_soon(syncer.stream)
 
     async def _drain(self) -> None:
         if not self._running:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -45,12 +47,46 @@ async def readiness_problems(
     return problems
 
 
+def webhook_slug(body: Any) -> str | None:
+    """The run slug in a callback body, wherever CoreClaw puts it (its shape is undocumented)."""
+    if not isinstance(body, dict):
+        return None
+    for holder in (body, body.get("data"), body.get("run")):
+        if isinstance(holder, dict):
+            for key in ("slug", "run_slug", "runSlug"):
+                value = holder.get(key)
+                if isinstance(value, str) and value.strip():
+                    return value.strip()
+    return None
+
+
+def _webhook_handler(token: str, on_run_finished: Callable[[str], None]) -> Any:
+    async def webhook(request: web.Request) -> web.Response:
+        given = request.headers.get("X-Syncd-Token") or request.query.get("token") or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            log.warning("webhook_unauthorized", remote=request.remote)
+            return web.json_response({"error": "missing or wrong token"}, status=401)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "body is not JSON"}, status=400)
+        slug = webhook_slug(body)
+        if slug is None:
+            return web.json_response({"error": "no run slug in the body"}, status=400)
+        log.info("webhook_received", slug=slug)
+        on_run_finished(slug)
+        return web.json_response({"status": "refresh queued", "slug": slug}, status=202)
+
+    return webhook
+
+
 def create_app(
     store: Store,
     settings: Settings,
     streams: list[Source],
     *,
     now: Callable[[], dt.datetime] = _utcnow,
+    on_run_finished: Callable[[str], None] | None = None,
 ) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -69,6 +105,9 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    token = settings.webhook_token.get_secret_value() if settings.webhook_token else ""
+    if token and on_run_finished is not None:
+        app.router.add_post("/webhook/coreclaw", _webhook_handler(token, on_run_finished))
     return app
 
 

@@ -151,3 +151,68 @@ async def test_readyz_reports_an_unreachable_database(fake: tuple[FakeApi, str])
         await engine.dispose()
     assert response.status == 503
     assert body["reasons"][0].startswith("database unreachable")
+
+
+WEBHOOK_TOKEN = "hook-token-123456"
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "body", "status"),
+    [
+        ({"X-Syncd-Token": WEBHOOK_TOKEN}, "", {"slug": "R1"}, 202),
+        ({}, f"?token={WEBHOOK_TOKEN}", {"data": {"slug": "R1"}}, 202),
+        ({}, "", {"slug": "R1"}, 401),
+        ({"X-Syncd-Token": "wrong"}, "", {"slug": "R1"}, 401),
+        ({}, "?token=wrong", {"slug": "R1"}, 401),
+        ({"X-Syncd-Token": WEBHOOK_TOKEN}, "", {"status": 3}, 400),
+        ({"X-Syncd-Token": WEBHOOK_TOKEN}, "", "not json", 400),
+    ],
+)
+async def test_webhook_requires_token_and_a_slug(
+    store: Store, headers: dict[str, str], query: str, body: Any, status: int
+) -> None:
+    """Only an authenticated callback naming a run triggers a refresh; others get 4xx."""
+    settings = load_settings(webhook_token=WEBHOOK_TOKEN, api_key="k")
+    woken: list[str] = []
+    app = create_app(store, settings, [Source.V1], on_run_finished=woken.append)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+        data = body if isinstance(body, str) else None
+        response = await http.post(
+            f"/webhook/coreclaw{query}", headers=headers, json=None if data else body, data=data
+        )
+        assert response.status == status
+    assert woken == (["R1"] if status == 202 else [])
+
+
+async def test_webhook_is_off_without_a_token(store: Store) -> None:
+    """With no SYNCD_WEBHOOK_TOKEN configured the endpoint does not exist."""
+    app = create_app(store, load_settings(api_key="k"), [Source.V1], on_run_finished=print)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+        response = await http.post("/webhook/coreclaw", json={"slug": "R1"})
+    assert response.status == 404
+
+
+async def test_wake_runs_a_cycle_now_instead_of_after_the_interval(
+    fake: tuple[FakeApi, str], db_url: str, store: Store
+) -> None:
+    """A webhook's wake starts a cycle at once, even mid-cycle, not an interval later."""
+    _, url = fake
+    settings = make_settings(url, db_url)
+    async with CoreClawClient(settings) as client:
+        daemon = Daemon([StreamSync(Source.V1, client, store, settings)], {Source.V1: 3600})
+        task = asyncio.create_task(daemon.run())
+        try:
+            for _ in range(200):
+                if daemon.stats.cycles.get("v1") == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert daemon.stats.cycles.get("v1") == 1
+            daemon.wake("test")
+            for _ in range(200):
+                if daemon.stats.cycles.get("v1") == 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            daemon.stop.set()
+            await asyncio.wait_for(task, 15)
+    assert daemon.stats.cycles["v1"] == 2
