@@ -77,7 +77,7 @@ async def _services(settings: Settings, *, migrate_first: bool) -> AsyncIterator
         if migrate_first:
             await migrate(db.engine)
         async with CoreClawClient(settings) as client:
-            yield Services(settings, db, Store(db.engine), client)
+            yield Services(settings, db, Store(db.engine, retry_s=settings.db_retry_s), client)
 
 
 def _syncers(services: Services, streams: list[Source]) -> list[StreamSync]:

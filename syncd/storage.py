@@ -23,18 +23,19 @@ Nothing above this module sees SQLAlchemy or asyncpg errors: they become
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from syncd.errors import StorageError
@@ -42,6 +43,19 @@ from syncd.models import IN_FLIGHT_STATUSES, Reject, Run, Source, StoreResult
 from syncd.schema import run_status_history, runs, sync_rejects, sync_state, workers
 
 log = structlog.get_logger("syncd.storage")
+
+T = TypeVar("T")
+DB_RETRY_FIRST_S = 0.5
+DB_RETRY_MAX_S = 10.0
+# asyncpg errors that mean "the server went away", whatever SQLAlchemy wraps them in.
+_DISCONNECT_MARKERS = (
+    "ConnectionDoesNotExistError",
+    "CannotConnectNowError",
+    "AdminShutdownError",
+    "ConnectionFailureError",
+    "connection was closed",
+    "the database system is",
+)
 
 STAGE_TABLE = "_syncd_stage"
 STAGE_COLUMNS = (
@@ -198,20 +212,49 @@ class PageProgress:
 class Store:
     """All reads and writes syncd makes.  One per process, shared by both streams."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        retry_s: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.engine = engine
+        self.retry_s = retry_s
+        self._sleep = sleep
 
-    @asynccontextmanager
-    async def _transaction(self, what: str) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except (SQLAlchemyError, OSError) as exc:
-            raise StorageError(f"{what} failed: {_describe(exc)}") from exc
+    async def _run(self, what: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run `work` in one transaction; if the connection is lost, retry it whole.
+
+        Every unit of work here is idempotent (merges, upserts, absolute
+        updates), so replaying a transaction that may or may not have committed
+        is safe.  A database that stays away longer than `retry_s` fails the
+        cycle with StorageError; other errors fail at once.
+        """
+        deadline = time.monotonic() + self.retry_s
+        delay_s = DB_RETRY_FIRST_S
+        while True:
+            try:
+                async with self.engine.begin() as conn:
+                    return await work(conn)
+            except (SQLAlchemyError, OSError) as exc:
+                if not _is_disconnect(exc) or time.monotonic() + delay_s > deadline:
+                    raise StorageError(f"{what} failed: {_describe(exc)}") from exc
+                log.warning(
+                    "database_unavailable", what=what, error=_describe(exc), retry_in_s=delay_s
+                )
+                await self._sleep(delay_s)
+                delay_s = min(delay_s * 2, DB_RETRY_MAX_S)
 
     async def ping(self) -> None:
-        async with self._transaction("database ping") as conn:
+        async def work(conn: AsyncConnection) -> None:
             await conn.execute(text("SELECT 1"))
+
+        try:
+            async with self.engine.begin() as conn:
+                await work(conn)
+        except (SQLAlchemyError, OSError) as exc:  # a probe: no retries
+            raise StorageError(f"database ping failed: {_describe(exc)}") from exc
 
     async def save_batch(
         self,
@@ -227,15 +270,18 @@ class Store:
 
         `seen` is how many upstream items the batch came from (default: the runs).
         """
-        result = StoreResult(seen=len(batch) if seen is None else seen)
-        async with self._transaction(f"saving a {stream} batch") as conn:
+
+        async def work(conn: AsyncConnection) -> StoreResult:
+            result = StoreResult(seen=len(batch) if seen is None else seen)
             if batch:
                 await self._merge(conn, batch, observed_at, result)
             if rejects:
                 result.rejected = await self._save_rejects(conn, rejects, observed_at)
             if progress is not None:
                 await self._advance_state(conn, stream, progress, result)
-        return result
+            return result
+
+        return await self._run(f"saving a {stream} batch", work)
 
     async def _merge(
         self, conn: AsyncConnection, batch: Sequence[Run], at: dt.datetime, result: StoreResult
@@ -292,13 +338,7 @@ class Store:
         )
 
     async def start_cycle(self, stream: Source, at: dt.datetime) -> None:
-        async with self._transaction("recording a cycle start") as conn:
-            await self._ensure_state(conn, stream)
-            await conn.execute(
-                sync_state.update()
-                .where(sync_state.c.stream == stream.value)
-                .values(last_cycle_started_at=at, updated_at=func.now())
-            )
+        await self._update_state(stream, {"last_cycle_started_at": at}, "recording a cycle start")
 
     async def finish_cycle(
         self,
@@ -315,7 +355,6 @@ class Store:
     ) -> None:
         values: dict[str, Any] = {
             "last_cycle_finished_at": at,
-            "updated_at": func.now(),
             "cycles": sync_state.c.cycles + 1,
             "last_cycle_kind": kind,
             "last_cycle_requests": requests,
@@ -332,20 +371,27 @@ class Store:
             values["checkpoint"] = checkpoint
         elif clear_checkpoint:
             values["checkpoint"] = None
-        async with self._transaction("recording a cycle end") as conn:
+        await self._update_state(stream, values, "recording a cycle end")
+
+    async def _update_state(self, stream: Source, values: dict[str, Any], what: str) -> None:
+        async def work(conn: AsyncConnection) -> None:
             await self._ensure_state(conn, stream)
             await conn.execute(
-                sync_state.update().where(sync_state.c.stream == stream.value).values(**values)
+                sync_state.update()
+                .where(sync_state.c.stream == stream.value)
+                .values(updated_at=func.now(), **values)
             )
 
+        await self._run(what, work)
+
     async def load_state(self, stream: Source) -> dict[str, Any] | None:
-        async with self._transaction("reading sync state") as conn:
-            row = (
-                (await conn.execute(select(sync_state).where(sync_state.c.stream == stream.value)))
-                .mappings()
-                .first()
-            )
-        return dict(row) if row is not None else None
+        query = select(sync_state).where(sync_state.c.stream == stream.value)
+
+        async def work(conn: AsyncConnection) -> dict[str, Any] | None:
+            row = (await conn.execute(query)).mappings().first()
+            return dict(row) if row is not None else None
+
+        return await self._run("reading sync state", work)
 
     async def in_flight_runs(self, exclude: frozenset[str] = frozenset()) -> list[InFlightRun]:
         """Stored runs not yet terminal (and not given up on), minus `exclude`."""
@@ -354,32 +400,52 @@ class Store:
             .where(runs.c.status.in_([s.value for s in IN_FLIGHT_STATUSES]))
             .where(runs.c.vanished_at.is_(None))
         )
-        async with self._transaction("reading in-flight runs") as conn:
+
+        async def work(conn: AsyncConnection) -> list[InFlightRun]:
             rows = (await conn.execute(query)).all()
-        return [InFlightRun(*row) for row in rows if row[0] not in exclude]
+            return [InFlightRun(*row) for row in rows if row[0] not in exclude]
+
+        return await self._run("reading in-flight runs", work)
 
     async def mark_vanished(self, slugs: Sequence[str], at: dt.datetime) -> int:
         """Flag in-flight runs that no list shows any more, so they stop being refreshed."""
         if not slugs:
             return 0
-        async with self._transaction("marking vanished runs") as conn:
-            result = await conn.execute(
-                runs.update()
-                .where(runs.c.slug.in_(list(slugs)))
-                .where(runs.c.vanished_at.is_(None))
-                .values(vanished_at=at)
-            )
-        return int(result.rowcount)
+        update = (
+            runs.update()
+            .where(runs.c.slug.in_(list(slugs)))
+            .where(runs.c.vanished_at.is_(None))
+            .values(vanished_at=at)
+        )
+
+        async def work(conn: AsyncConnection) -> int:
+            return int((await conn.execute(update)).rowcount)
+
+        return await self._run("marking vanished runs", work)
 
     async def status_report(self) -> dict[str, Any]:
         """Per-stream state and table row counts, for `syncd status`."""
-        async with self._transaction("reading status") as conn:
+
+        async def work(conn: AsyncConnection) -> dict[str, Any]:
             states = await conn.execute(select(sync_state).order_by(sync_state.c.stream))
             streams = [dict(r) for r in states.mappings()]
             counts = {}
             for table in (runs, run_status_history, workers, sync_rejects):
                 counts[table.name] = await conn.scalar(select(func.count()).select_from(table))
-        return {"streams": streams, "counts": counts}
+            return {"streams": streams, "counts": counts}
+
+        return await self._run("reading status", work)
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    """Did the connection (rather than the statement) fail?  Only then is a retry useful."""
+    if isinstance(exc, OSError | OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = getattr(exc, "orig", None)
+    text_ = f"{type(orig).__name__} {orig}" if orig is not None else ""
+    return any(marker in text_ for marker in _DISCONNECT_MARKERS)
 
 
 def _describe(exc: BaseException) -> str:

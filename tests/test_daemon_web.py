@@ -61,7 +61,9 @@ async def test_daemon_polls_both_streams_concurrently_and_repeatedly(
     async with CoreClawClient(settings) as client:
         syncers = [StreamSync(s, client, store, settings) for s in (Source.V1, Source.V2)]
         daemon = Daemon(syncers, {Source.V1: 0.5, Source.V2: 0.5}, grace_s=5)
-        await run_until(daemon, lambda: min(daemon.stats.cycles.values(), default=0) >= 2)
+        await run_until(
+            daemon, lambda: min(daemon.stats.cycles.get(s, 0) for s in ("v1", "v2")) >= 2
+        )
     assert daemon.stats.cycles["v1"] >= 2 and daemon.stats.cycles["v2"] >= 2
     v1 = [r.time for r in api.requests if r.path.endswith("/run/list")]
     v2 = [r.time for r in api.requests if r.path.endswith("/worker-runs")]
