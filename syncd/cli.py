@@ -120,10 +120,15 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Finish the page in flight, keep the checkpoint, exit: the next run resumes.
+        loop.add_signal_handler(sig, stop.set)
     async with _services(settings, migrate_first=True) as services:
         syncers = _syncers(services, _streams(args.stream))
         outcomes = await asyncio.gather(
-            *(s.run_cycle(full=args.full) for s in syncers), return_exceptions=True
+            *(s.run_cycle(full=args.full, stop=stop) for s in syncers), return_exceptions=True
         )
     failed = [o for o in outcomes if isinstance(o, BaseException)]
     for outcome in outcomes:
@@ -131,9 +136,11 @@ async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
             print(f"syncd: sync failed: {outcome}", file=sys.stderr)
         else:
             r = outcome.result
+            note = "" if outcome.completed else " (stopped early; the next run resumes)"
             print(
-                f"{outcome.stream.value}: {outcome.pages} pages, {r.seen} seen, "
-                f"{r.inserted} inserted, {r.updated} updated, {r.rejected} rejected"
+                f"{outcome.stream.value}: {outcome.kind.value}, {outcome.pages} pages, "
+                f"{outcome.requests} requests, {r.seen} seen, {r.inserted} inserted, "
+                f"{r.updated} updated, {r.rejected} rejected{note}"
             )
     if any(isinstance(o, AuthError) for o in failed):
         return EXIT_AUTH

@@ -43,6 +43,7 @@ from syncd.storage import InFlightRun, PageProgress, Store
 log = structlog.get_logger("syncd.sync")
 
 CHECKPOINT_KIND = "scan"
+SHORT_PAGE_REFETCHES = 2
 # The status filter to ask each endpoint for, per stored in-flight status.
 V1_FILTER = {"ready": 1, "running": 2, "aborting": 2}
 V2_FILTER = {"ready": "ready", "running": "running", "aborting": "aborting"}
@@ -103,6 +104,13 @@ def split_page(page: Page, source: Source) -> tuple[list[Run], list[Reject]]:
         if outcome.reject is not None:
             rejects.append(outcome.reject)
     return runs, rejects
+
+
+def looks_cut_short(page: Page, number: int, page_size: int) -> bool:
+    """Fewer items than asked for, yet `count` says this is not the last page (pure)."""
+    if len(page.items) >= page_size or page.count is None:
+        return False
+    return (number + 1) * page_size < page.count
 
 
 def resume_page(checkpoint: dict[str, Any] | None, page_size: int) -> int | None:
@@ -265,6 +273,25 @@ class StreamSync:
     # -- fetching --------------------------------------------------------------
 
     async def _fetch(self, report: CycleReport, number: int, **filters: Any) -> Page:
+        """One page; a page cut short although `count` says more follow is asked for again.
+
+        Upstream does not promise full pages before the end.  A short page is
+        usually a hiccup, and moving on would skip the runs it left out.
+        """
+        for _ in range(SHORT_PAGE_REFETCHES):
+            page = await self._fetch_once(report, number, **filters)
+            if not looks_cut_short(page, number, self.page_size):
+                return page
+            log.info(
+                "short_page_refetched",
+                stream=self.stream.value,
+                page=number,
+                items=len(page.items),
+                count=page.count,
+            )
+        return await self._fetch_once(report, number, **filters)
+
+    async def _fetch_once(self, report: CycleReport, number: int, **filters: Any) -> Page:
         report.requests += 1
         if self.stream is Source.V1:
             return await self.client.list_v1(

@@ -101,3 +101,23 @@ def test_head_scan_never_stops_early_on_a_list_that_is_not_newest_first() -> Non
     head = HeadScanState(overlap=1)
     head.observe([run("a", Status.SUCCEEDED, 10), run("b", Status.SUCCEEDED, 5)], frozenset())
     assert head.newest_first is False and head.can_stop is False
+
+
+@pytest.mark.parametrize(
+    ("n_items", "count", "number", "cut_short"),
+    [
+        (100, 1000, 0, False),  # full page
+        (40, 1000, 0, True),  # short, 900 more promised
+        (0, 1000, 3, True),  # empty, yet count says more
+        (40, 340, 3, False),  # the genuine last page
+        (0, 300, 3, False),  # past the end
+        (40, None, 0, False),  # no count: cannot tell, the end rule decides
+    ],
+)
+def test_looks_cut_short(n_items: int, count: int | None, number: int, cut_short: bool) -> None:
+    """A page is refetched only when `count` says it should have been fuller."""
+    from syncd.models import Page
+    from syncd.sync import looks_cut_short
+
+    page = Page(items=[{}] * n_items, count=count)
+    assert looks_cut_short(page, number, 100) is cut_short
