@@ -12,9 +12,8 @@ Upstream promises little (SPEC §1), so every field is read defensively:
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from syncd.models import Reject, Run, Source, Status
 
@@ -37,8 +36,7 @@ class _FieldError(ValueError):
     """One field could not be read; the message says why (for the reject reason)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Normalized:
+class Normalized(NamedTuple):
     """The outcome for one item: a run to store, a reject to keep, or both."""
 
     run: Run | None
@@ -47,6 +45,89 @@ class Normalized:
 
 def normalize(item: Any, source: Source) -> Normalized:
     """Normalise one upstream list item of either shape."""
+    if type(item) is dict:
+        run = _fast(item, source)
+        if run is not None:
+            return Normalized(run, None)
+    return _careful(item, source)
+
+
+def _plain_text(value: Any) -> bool:
+    return value is None or (type(value) is str and "\x00" not in value)
+
+
+def _plain_count(value: Any, limit: int) -> bool:
+    return value is None or (type(value) is int and 0 <= value < limit)
+
+
+def _plain_time(value: Any) -> bool:
+    return value is None or (type(value) is int and 0 <= value < _MILLIS_THRESHOLD)
+
+
+def _as_time(value: int | None) -> dt.datetime | None:
+    return _EPOCH + dt.timedelta(seconds=value) if value else None
+
+
+def _plain_usage(value: Any) -> Decimal | bool | None:
+    """The Decimal for a plain decimal string (None when absent); False if not plain."""
+    if value is None:
+        return None
+    if type(value) is not str or not value or value != value.strip():
+        return False
+    try:
+        usage = Decimal(value)
+    except InvalidOperation:
+        return False
+    return usage if usage.is_finite() else False
+
+
+def _fast(item: dict[str, Any], source: Source) -> Run | None:
+    """The common case, well-typed items, in one pass; None sends the item the careful way.
+
+    It must agree with `_careful` on every item it accepts (a test checks).
+    """
+    get = item.get
+    slug: Any = get("slug")
+    worker: Any = get("scraper_slug")
+    status, status_raw = _plain_status(get("status"))
+    if status is None or not (_plain_identity(slug) and _plain_identity(worker)):
+        return None
+    title, err, origin, version = (
+        get("scraper_title"),
+        get("err_msg"),
+        get("origin"),
+        get("version"),
+    )
+    results, traffic, duration = get("results"), get("traffic"), get("duration")
+    started, finished = get("started_at"), get("finished_at")
+    if not (
+        _plain_text(title) and _plain_text(err) and _plain_text(origin) and _plain_text(version)
+        and _plain_count(results, 2**31) and _plain_count(duration, 2**31)
+        and _plain_count(traffic, 2**63) and _plain_time(started) and _plain_time(finished)
+    ):  # fmt: skip
+        return None
+    usage = _plain_usage(get("usage"))
+    if usage is False or usage is True:
+        return None
+    start_time, finish_time = _as_time(started), _as_time(finished)
+    return Run(slug, worker, title, status, status_raw, err, results, usage, traffic,
+               start_time, finish_time, duration, origin, version, source)  # fmt: skip
+
+
+def _plain_identity(value: Any) -> bool:
+    return type(value) is str and value != "" and "\x00" not in value and value == value.strip()
+
+
+def _plain_status(raw: Any) -> tuple[Status | None, str]:
+    if type(raw) is int:
+        return V1_STATUS.get(raw), str(raw)
+    if type(raw) is str:
+        return V2_STATUS.get(raw), raw
+    return None, ""
+
+
+def _careful(item: Any, source: Source) -> Normalized:
+    """Every field read defensively, every problem named."""
     if not isinstance(item, dict):
         return Normalized(
             None, Reject(source, item, f"item is {type(item).__name__}, not an object")

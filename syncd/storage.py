@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import orjson
 import structlog
-from sqlalchemy import func, select, text
+from sqlalchemy import DateTime, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -58,35 +58,19 @@ _DISCONNECT_MARKERS = (
 )
 
 STAGE_TABLE = "_syncd_stage"
-STAGE_COLUMNS = (
-    "seq",
-    "slug",
-    "worker_slug",
-    "worker_title",
-    "status",
-    "status_raw",
-    "err_msg",
-    "results",
-    "usage_usd",
-    "traffic_bytes",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "origin",
-    "version",
-    "source",
-    "observed_at",
-)
+# The stage holds Run records exactly as normalize built them (a Run is the
+# COPY record); batch order survives in ctid, the observation time is a parameter.
+STAGE_COLUMNS = Run._fields
 # What "changed" compares.  Not status_raw or source: v1 says 3 where v2 says
 # "succeeded", and that alone must not rewrite a row.
-CONTENT_COLUMNS = tuple(c for c in STAGE_COLUMNS[2:15] if c != "status_raw")
+CONTENT_COLUMNS = tuple(c for c in STAGE_COLUMNS if c not in ("slug", "status_raw", "source"))
 
 CREATE_STAGE_SQL = f"""
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (
-    seq integer, slug text, worker_slug text, worker_title text, status text,
-    status_raw text, err_msg text, results integer, usage_usd numeric,
-    traffic_bytes bigint, started_at timestamptz, finished_at timestamptz,
-    duration_s integer, origin text, version text, source text, observed_at timestamptz
+    slug text, worker_slug text, worker_title text, status text, status_raw text,
+    err_msg text, results integer, usage_usd numeric, traffic_bytes bigint,
+    started_at timestamptz, finished_at timestamptz, duration_s integer, origin text,
+    version text, source text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -102,12 +86,12 @@ def _merge_sql() -> str:
 WITH incoming AS (
     SELECT DISTINCT ON (slug) *, md5(ROW({content})::text) AS digest
     FROM {STAGE_TABLE}
-    ORDER BY slug, syncd_status_rank(status) DESC, seq DESC
+    ORDER BY slug, syncd_status_rank(status) DESC, ctid DESC
 ),
 upserted AS (
     INSERT INTO runs AS r ({content}, slug, status_raw, source,
                            first_seen_at, last_seen_at, updated_at, digest_v1, digest_v2)
-    SELECT {content}, slug, status_raw, source, observed_at, observed_at, observed_at,
+    SELECT {content}, slug, status_raw, source, :observed_at, :observed_at, :observed_at,
            CASE WHEN source = 'v1' THEN digest END, CASE WHEN source = 'v2' THEN digest END
     FROM incoming
     ON CONFLICT (slug) DO UPDATE SET
@@ -126,9 +110,9 @@ upserted AS (
 ),
 history AS (
     INSERT INTO run_status_history (run_slug, status, observed_at, source)
-    SELECT DISTINCT ON (slug, status) slug, status, observed_at, source
+    SELECT DISTINCT ON (slug, status) slug, status, CAST(:observed_at AS timestamptz), source
     FROM {STAGE_TABLE}
-    ORDER BY slug, status, seq
+    ORDER BY slug, status, ctid
     ON CONFLICT (run_slug, status) DO NOTHING
     RETURNING 1
 ),
@@ -152,31 +136,7 @@ SELECT
 
 
 MERGE_SQL = _merge_sql()
-
-
-def _stage_records(batch: Sequence[Run], observed_at: dt.datetime) -> list[tuple[Any, ...]]:
-    return [
-        (
-            seq,
-            run.slug,
-            run.worker_slug,
-            run.worker_title,
-            run.status.value,
-            run.status_raw,
-            run.err_msg,
-            run.results,
-            run.usage_usd,
-            run.traffic_bytes,
-            run.started_at,
-            run.finished_at,
-            run.duration_s,
-            run.origin,
-            run.version,
-            run.source.value,
-            observed_at,
-        )
-        for seq, run in enumerate(batch)
-    ]
+MERGE = text(MERGE_SQL).bindparams(bindparam("observed_at", type_=DateTime(timezone=True)))
 
 
 def _reject_row(reject: Reject, at: dt.datetime) -> dict[str, Any]:
@@ -292,10 +252,8 @@ class Store:
         await conn.execute(text(CREATE_STAGE_SQL))
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
-        await driver.copy_records_to_table(
-            STAGE_TABLE, records=_stage_records(batch, at), columns=STAGE_COLUMNS
-        )
-        row = (await conn.execute(text(MERGE_SQL))).one()
+        await driver.copy_records_to_table(STAGE_TABLE, records=batch, columns=STAGE_COLUMNS)
+        row = (await conn.execute(MERGE, {"observed_at": at})).one()
         result.inserted, result.updated, result.history_added = row[0], row[1], row[2]
         result.changed_slugs = frozenset(row[4] or ())
 

@@ -7,9 +7,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncd.models import Source, Status
-from syncd.normalize import normalize, parse_status
+from syncd.normalize import _careful, _fast, normalize, parse_status
 
 V1_ITEM: dict[str, Any] = {
     "status": 3,
@@ -191,3 +193,38 @@ def test_huge_err_msg_is_kept_whole() -> None:
     """A 100 KB error message is stored as is."""
     result = normalize({**V2_ITEM, "err_msg": "x" * 100_000}, Source.V2)
     assert result.run is not None and result.run.err_msg == "x" * 100_000
+
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=True), st.text(max_size=12),
+    st.sampled_from(["", " 3 ", "0.065", "n/a", "NaN", "1e3", "running", "RUNNING", "a\x00b",
+                     "1773305309", "aborted"]),
+)  # fmt: skip
+_FIELDS = ["slug", "scraper_slug", "scraper_title", "status", "err_msg", "results", "usage",
+           "traffic", "started_at", "finished_at", "duration", "origin", "version"]  # fmt: skip
+
+
+@given(
+    base=st.sampled_from([V1_ITEM, V2_ITEM]),
+    changes=st.dictionaries(st.sampled_from(_FIELDS), _values, max_size=4),
+    source=st.sampled_from(list(Source)),
+)
+@settings(max_examples=400, deadline=None)
+def test_fast_path_agrees_with_careful_path(
+    base: dict[str, Any], changes: dict[str, Any], source: Source
+) -> None:
+    """Whatever the fast path accepts, the careful path turns into the same run, cleanly."""
+    item = {**base, **changes}
+    fast = _fast(item, source)
+    careful = _careful(item, source)
+    if fast is not None:
+        assert careful.reject is None
+        assert fast == careful.run
+        assert [type(a) for a in fast] == [type(b) for b in careful.run]  # type: ignore[union-attr]
+
+
+def test_fast_path_takes_the_vendor_examples() -> None:
+    """Well-typed items, the common case, go the fast way."""
+    assert _fast(V1_ITEM, Source.V1) is not None
+    assert _fast(V2_ITEM, Source.V2) is not None

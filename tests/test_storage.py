@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -35,7 +34,7 @@ def make_run(slug: str = "R1", **changes: Any) -> Run:
         version="v1.0.0",
         source=Source.V2,
     )
-    return dataclasses.replace(base, **changes)
+    return base._replace(**changes)
 
 
 def at(minutes: int) -> dt.datetime:
