@@ -44,6 +44,7 @@ log = structlog.get_logger("syncd.sync")
 
 CHECKPOINT_KIND = "scan"
 SHORT_PAGE_REFETCHES = 2
+ORDER_REFETCHES = 3
 # The status filter to ask each endpoint for, per stored in-flight status.
 V1_FILTER = {"ready": 1, "running": 2, "aborting": 2}
 V2_FILTER = {"ready": "ready", "running": "running", "aborting": "aborting"}
@@ -136,15 +137,15 @@ def choose_kind(
 ) -> CycleKind:
     """Which kind of cycle to run now (pure)."""
     state = state or {}
+    last_full = state.get("last_full_scan_at")
+    if full:  # asked for a pass from the top, whatever was saved
+        return CycleKind.BACKFILL if last_full is None else CycleKind.RECONCILE
     checkpoint = state.get("checkpoint") or {}
     if checkpoint.get("kind") == CHECKPOINT_KIND:
         # An interrupted full scan is finished before anything else.
         return CycleKind(checkpoint.get("purpose", CycleKind.BACKFILL.value))
-    last_full = state.get("last_full_scan_at")
     if last_full is None:
         return CycleKind.BACKFILL
-    if full:
-        return CycleKind.RECONCILE
     if reconcile_interval_s <= 0:
         return CycleKind.INCREMENTAL
     due = (now - last_full).total_seconds() >= reconcile_interval_s
@@ -224,7 +225,8 @@ class StreamSync:
             if kind is CycleKind.INCREMENTAL:
                 await self._incremental(report, started, stop)
             else:
-                start = resume_page(state and state.get("checkpoint"), self.page_size)
+                saved = None if full else state and state.get("checkpoint")
+                start = resume_page(saved, self.page_size)
                 report.resumed_from_page = start or None
                 await self._full_scan(report, start or 0, started, stop)
         except SyncdError as exc:
@@ -470,7 +472,9 @@ class _FullScan:
         self.report = report
         self.start = start
         self.started = started
-        self.pending: dict[int, asyncio.Task[Page]] = {}
+        self.pending: dict[int, asyncio.Task[tuple[int, Page]]] = {}
+        self.answers = 0  # answer order: pages are numbered as their responses arrive
+        self.previous: tuple[int, int | None] | None = None  # (answer no., count) of the last page
         self.next_to_fetch = start
         self.count_known = False
         # Items before `start` are counted as if read, so the end rule can use `count`.
@@ -484,8 +488,38 @@ class _FullScan:
         cap = self.start + self.sync.settings.max_pages
         while len(self.pending) < ahead and self.next_to_fetch < cap:
             number = self.next_to_fetch
-            self.pending[number] = asyncio.ensure_future(self.sync._fetch(self.report, number))
+            self.pending[number] = asyncio.ensure_future(self._fetch(number))
             self.next_to_fetch += 1
+
+    async def _fetch(self, number: int) -> tuple[int, Page]:
+        page = await self.sync._fetch(self.report, number)
+        self.answers += 1
+        return self.answers, page
+
+    async def _in_order(self, number: int, answered: int, page: Page) -> Page:
+        """Page `number`, as answered after page `number - 1` or from an unchanged list.
+
+        Runs arriving at the head push everything down.  Pages answered in
+        order then overlap (harmless); but a page answered *before* its
+        predecessor, with runs arriving in between, leaves a gap at their
+        boundary.  Such a page is fetched again, now strictly after.
+        """
+        for _ in range(ORDER_REFETCHES):
+            if self.previous is None:
+                break
+            before, before_count = self.previous
+            if answered > before or (page.count is not None and page.count == before_count):
+                break
+            log.info(
+                "page_refetched_in_order",
+                stream=self.sync.stream.value,
+                page=number,
+                count=page.count,
+                previous_count=before_count,
+            )
+            answered, page = await self._fetch(number)
+        self.previous = (answered, page.count)
+        return page
 
     async def run(self, stop: asyncio.Event | None) -> None:
         number = self.start
@@ -498,7 +532,8 @@ class _FullScan:
                         f"list did not end within {self.sync.settings.max_pages} pages",
                         endpoint=self.sync.stream.value,
                     )
-                page = await task
+                answered, page = await task
+                page = await self._in_order(number, answered, page)
                 self.count_known = self.count_known or page.count is not None
                 self.items_seen += len(page.items)
                 self.batch.append(page)
