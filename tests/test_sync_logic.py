@@ -37,6 +37,10 @@ def ago(hours: float) -> dt.datetime:
             {"last_full_scan_at": None, "checkpoint": {"kind": "scan", "next_page": 7}},
             False, None, CycleKind.BACKFILL,
         ),
+        (
+            {"last_full_scan_at": ago(1), "checkpoint": {"kind": "scan", "purpose": "backfill"}},
+            True, None, CycleKind.RECONCILE,
+        ),
     ],
 )  # fmt: skip
 def test_choose_kind(state: Any, full: bool, hour: int | None, kind: CycleKind) -> None:
