@@ -56,7 +56,7 @@ runs = Table(
     Column("vanished_at", TZ),
     Index("ix_runs_status", "status"),
     Index("ix_runs_worker_started", "worker_slug", text("started_at DESC")),
-    Index("ix_runs_started_at", text("started_at DESC")),
+    Index("ix_runs_started_at", "started_at", postgresql_using="brin"),
     Index(
         "ix_runs_in_flight",
         "slug",

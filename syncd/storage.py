@@ -79,21 +79,36 @@ def _merge_sql() -> str:
     content = ", ".join(CONTENT_COLUMNS)
     excluded = ", ".join(f"EXCLUDED.{c}" for c in CONTENT_COLUMNS)
     stored = ", ".join(f"r.{c}" for c in CONTENT_COLUMNS)
+    incoming = ", ".join(f"i.{c}" for c in CONTENT_COLUMNS)
     set_content = ", ".join(
         f"{c} = EXCLUDED.{c}" for c in (*CONTENT_COLUMNS, "status_raw", "source")
     )
+    # One join against the stored rows (the statement's snapshot) sorts the batch
+    # into rows that may change and rows that cannot; the second kind -- nearly
+    # all of them in steady state -- is never locked, hashed or re-inserted.
     return f"""
 WITH incoming AS (
-    SELECT DISTINCT ON (slug) *, md5(ROW({content})::text) AS digest
+    SELECT DISTINCT ON (slug) *
     FROM {STAGE_TABLE}
     ORDER BY slug, syncd_status_rank(status) DESC, ctid DESC
+),
+candidates AS (
+    SELECT i.*,
+           CASE WHEN r.slug IS NOT NULL THEN md5(ROW({incoming})::text) END AS digest
+    FROM incoming i
+    -- LATERAL ... LIMIT 1 keeps this an index probe per incoming row: a hash
+    -- join would read the whole runs table for every batch.
+    LEFT JOIN LATERAL (SELECT * FROM runs WHERE runs.slug = i.slug LIMIT 1) r ON true
+    WHERE r.slug IS NULL
+       OR (syncd_status_rank(i.status) >= syncd_status_rank(r.status)
+           AND (ROW({stored}) IS DISTINCT FROM ROW({incoming}) OR r.vanished_at IS NOT NULL))
 ),
 upserted AS (
     INSERT INTO runs AS r ({content}, slug, status_raw, source,
                            first_seen_at, last_seen_at, updated_at, digest_v1, digest_v2)
     SELECT {content}, slug, status_raw, source, :observed_at, :observed_at, :observed_at,
            CASE WHEN source = 'v1' THEN digest END, CASE WHEN source = 'v2' THEN digest END
-    FROM incoming
+    FROM candidates
     ON CONFLICT (slug) DO UPDATE SET
         {set_content},
         last_seen_at = GREATEST(r.last_seen_at, EXCLUDED.last_seen_at),
@@ -103,16 +118,21 @@ upserted AS (
         vanished_at = NULL
     WHERE syncd_status_rank(EXCLUDED.status) >= syncd_status_rank(r.status)
       AND ((ROW({stored}) IS DISTINCT FROM ROW({excluded})
-            AND COALESCE(EXCLUDED.digest_v1, EXCLUDED.digest_v2) IS DISTINCT FROM
-                CASE WHEN EXCLUDED.source = 'v1' THEN r.digest_v1 ELSE r.digest_v2 END)
+            AND (COALESCE(EXCLUDED.digest_v1, EXCLUDED.digest_v2) IS NULL
+                 OR COALESCE(EXCLUDED.digest_v1, EXCLUDED.digest_v2) IS DISTINCT FROM
+                    CASE WHEN EXCLUDED.source = 'v1' THEN r.digest_v1 ELSE r.digest_v2 END))
            OR r.vanished_at IS NOT NULL)
     RETURNING r.slug, r.worker_slug, r.worker_title, r.updated_at, (r.xmax = 0) AS inserted
 ),
 history AS (
+    -- A pair equal to a run's stored status was recorded when it was stored.
     INSERT INTO run_status_history (run_slug, status, observed_at, source)
-    SELECT DISTINCT ON (slug, status) slug, status, CAST(:observed_at AS timestamptz), source
-    FROM {STAGE_TABLE}
-    ORDER BY slug, status, ctid
+    SELECT DISTINCT ON (s.slug, s.status) s.slug, s.status,
+           CAST(:observed_at AS timestamptz), s.source
+    FROM {STAGE_TABLE} s
+    LEFT JOIN LATERAL (SELECT status FROM runs WHERE runs.slug = s.slug LIMIT 1) r ON true
+    WHERE r.status IS NULL OR r.status <> s.status
+    ORDER BY s.slug, s.status, s.ctid
     ON CONFLICT (run_slug, status) DO NOTHING
     RETURNING 1
 ),
@@ -232,6 +252,10 @@ class Store:
         """
 
         async def work(conn: AsyncConnection) -> StoreResult:
+            # Not waiting for the WAL flush is safe here: a batch and its
+            # checkpoint commit together, so a crash that loses the last few
+            # commits loses their checkpoints too, and those pages are re-read.
+            await conn.execute(text("SET LOCAL synchronous_commit = off"))
             result = StoreResult(seen=len(batch) if seen is None else seen)
             if batch:
                 await self._merge(conn, batch, observed_at, result)

@@ -65,7 +65,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_runs_status", "runs", ["status"])
     op.create_index("ix_runs_worker_started", "runs", ["worker_slug", sa.text("started_at DESC")])
-    op.create_index("ix_runs_started_at", "runs", [sa.text("started_at DESC")])
+    # BRIN: date-range scans for analysts at a fraction of a btree's cost per insert.
+    op.create_index("ix_runs_started_at", "runs", ["started_at"], postgresql_using="brin")
     op.create_index(
         "ix_runs_in_flight",
         "runs",
