@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import random
 import ssl
 import time
@@ -23,10 +24,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 import structlog
+from yarl import URL
 
 from syncd import metrics
 from syncd.backoff import parse_retry_after, retry_wait_s
@@ -61,6 +64,10 @@ RATE_LIMIT_CODES = frozenset({13000, 4290})  # v2 and legacy v1 spelling
 AUTH_CODES = frozenset({12001})
 SERVER_ERROR_CODES = frozenset({10000})
 _MESSAGE_MAX = 200
+CA_BUNDLE_HINT = (
+    "TLS certificate verification failed; if a private or proxy CA signs the API's"
+    " certificate, set SYNCD_CA_BUNDLE to that CA's PEM file"
+)
 
 
 def _utcnow() -> dt.datetime:
@@ -102,6 +109,7 @@ class CoreClawClient:
         if key is None:
             raise ConfigError("no CoreClaw API key: set SYNCD_API_KEY (or SYNCD_API_KEY_FILE)")
         self._key = key.get_secret_value()
+        self._key_forms = _secret_forms(self._key)
         self._settings = settings
         self._session = session
         self._owns_session = session is None
@@ -113,6 +121,7 @@ class CoreClawClient:
         self._rand = rand
         self._now = now
         self._headers, self._auth_params = self._auth(settings.auth_mode)
+        _warn_if_cleartext(settings.api_url)
         self._offset_mode: OffsetMode | None = None
         self._logged_mode: tuple[OffsetMode, str] | None = None
 
@@ -273,7 +282,7 @@ class CoreClawClient:
         while True:
             try:
                 answer = await self._send(method, endpoint, params, json_body)
-                page = _decode_answer(endpoint, answer, self._now(), secret=self._key)
+                page = _decode_answer(endpoint, answer, self._now(), secrets=self._key_forms)
             except RateLimited as exc:
                 limited += 1
                 # The gate closes even when giving up: the other stream must wait too.
@@ -367,10 +376,13 @@ class CoreClawClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             metrics.REQUESTS.labels(endpoint=endpoint, http_status="error").inc()
             reason = "timeout" if isinstance(exc, TimeoutError) else "connection"
-            problem = _scrub(f"{type(exc).__name__}: {exc}".rstrip(": "), self._key)
-            # The cause is kept for debugging unless its text carries the key
-            # (query-auth URLs appear in some aiohttp messages).
-            cause = None if self._key in repr(exc) or self._key in str(exc) else exc
+            problem = _scrub(f"{type(exc).__name__}: {exc}".rstrip(": "), *self._key_forms)
+            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+                problem = f"{problem} ({CA_BUNDLE_HINT})"
+            # The cause is kept for debugging unless its text carries the key,
+            # plain or URL-encoded (query-auth URLs appear in some aiohttp messages).
+            text = f"{exc!r} {exc}"
+            cause = None if any(form in text for form in self._key_forms) else exc
             raise _Retryable(problem, endpoint=endpoint, reason=reason) from cause
         metrics.REQUESTS.labels(endpoint=endpoint, http_status=str(response.status)).inc()
         return _Answer(
@@ -384,7 +396,9 @@ class CoreClawClient:
 # -- decoding (pure: status + body in, Page or exception out) ---------------
 
 
-def _decode_answer(endpoint: str, answer: _Answer, now: dt.datetime, *, secret: str) -> Page:
+def _decode_answer(
+    endpoint: str, answer: _Answer, now: dt.datetime, *, secrets: tuple[str, ...]
+) -> Page:
     """Turn one HTTP answer into a Page, or raise what it means."""
     envelope = _json_object(answer.body)
     code = _as_int(envelope.get("code")) if envelope is not None else None
@@ -413,12 +427,16 @@ def _decode_answer(endpoint: str, answer: _Answer, now: dt.datetime, *, secret: 
             app_code=code,
         )
     if status >= 300:
-        raise _rejected(endpoint, answer, envelope, code, secret)
-    return _decode_ok(endpoint, status, envelope, code, secret)
+        raise _rejected(endpoint, answer, envelope, code, secrets)
+    return _decode_ok(endpoint, status, envelope, code, secrets)
 
 
 def _decode_ok(
-    endpoint: str, status: int, envelope: dict[str, Any] | None, code: int | None, secret: str
+    endpoint: str,
+    status: int,
+    envelope: dict[str, Any] | None,
+    code: int | None,
+    secrets: tuple[str, ...],
 ) -> Page:
     if envelope is None:
         raise _Retryable(
@@ -437,7 +455,7 @@ def _decode_ok(
     if code != 0:
         # A 200 with a non-zero code is never data (v1 reports errors this way).
         raise RequestRejected(
-            f"CoreClaw rejected the request: {_message(envelope, secret)}",
+            f"CoreClaw rejected the request: {_message(envelope, secrets)}",
             endpoint=endpoint,
             http_status=status,
             app_code=code,
@@ -463,14 +481,18 @@ def _decode_ok(
 
 
 def _rejected(
-    endpoint: str, answer: _Answer, envelope: dict[str, Any] | None, code: int | None, secret: str
+    endpoint: str,
+    answer: _Answer,
+    envelope: dict[str, Any] | None,
+    code: int | None,
+    secrets: tuple[str, ...],
 ) -> RequestRejected:
     if answer.status < 400:
         # Location is shown without its query: that is where a query token would be.
         target = (answer.location or "?").split("?", 1)[0]
-        detail = f"unexpected redirect to {_scrub(target, secret)}: check SYNCD_API_URL"
+        detail = f"unexpected redirect to {_scrub(target, *secrets)}: check SYNCD_API_URL"
     else:
-        detail = _message(envelope, secret) if envelope is not None else "no JSON body"
+        detail = _message(envelope, secrets) if envelope is not None else "no JSON body"
     return RequestRejected(
         f"CoreClaw rejected the request (HTTP {answer.status}): {detail}",
         endpoint=endpoint,
@@ -515,15 +537,46 @@ def _as_count(value: object) -> int | None:
     return number if number is not None and number >= 0 else None
 
 
-def _message(envelope: dict[str, Any] | None, secret: str) -> str:
+def _message(envelope: dict[str, Any] | None, secrets: tuple[str, ...]) -> str:
     raw = envelope.get("message") if envelope is not None else None
     text = raw if isinstance(raw, str) and raw.strip() else "no message"
-    return _scrub(text.strip()[:_MESSAGE_MAX], secret)
+    # Scrub before cutting: a cut could leave a prefix of the key that no longer matches.
+    return _scrub(text.strip(), *secrets)[:_MESSAGE_MAX]
 
 
-def _scrub(text: str, secret: str) -> str:
+def _scrub(text: str, *secrets: str) -> str:
     """Upstream text is echoed into errors; make sure it cannot echo the key."""
-    return text.replace(secret, "***") if secret else text
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _secret_forms(secret: str) -> tuple[str, ...]:
+    """The key as sent, and as a query string carries it (longest first, for `_scrub`)."""
+    query = URL("http://h/").with_query(token=secret).raw_query_string.partition("=")[2]
+    return tuple(sorted({secret, query}, key=len, reverse=True))
+
+
+def _warn_if_cleartext(api_url: str) -> None:
+    """Plain http:// to anything but this machine sends the key in clear text: say so."""
+    parts = urlsplit(api_url)
+    if parts.scheme != "http" or _is_loopback(parts.hostname or ""):
+        return
+    log.warning(
+        "api_url_not_https",
+        host=parts.hostname,
+        hint="the API key travels in clear text over http://; use https:// (TLS is verified)",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _slugs(page: Page) -> list[object]:

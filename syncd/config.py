@@ -9,10 +9,17 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -59,6 +66,7 @@ class Settings(BaseSettings):
     auth_mode: AuthMode = AuthMode.BEARER
     ca_bundle: Path | None = None
     database_url: SecretStr | None = None
+    database_url_file: Path | None = None  # read at start-up when database_url is unset
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("syncd")))
 
     poll_interval_v1_s: float = Field(60.0, gt=0, validation_alias=_env("SYNCD_POLL_INTERVAL_V1"))
@@ -91,11 +99,34 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"
 
-    @field_validator("api_key_file", "ca_bundle", "reconcile_hour_utc", mode="before")
+    @field_validator(
+        "api_key_file", "ca_bundle", "database_url_file", "reconcile_hour_utc", mode="before"
+    )
     @classmethod
     def _empty_path_is_unset(cls, value: Any) -> Any:
         # Compose and shells pass unset variables as "": that means "not set", not ".".
         return None if value == "" else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _database_url_from_file(cls, data: Any) -> Any:
+        # SYNCD_DATABASE_URL wins; the file (a Docker secret) only fills it in.
+        # Read here, once, so everything downstream (and the log scrubber) sees the URL.
+        if not isinstance(data, dict):
+            return data
+        current = data.get("database_url")
+        if isinstance(current, SecretStr):
+            current = current.get_secret_value()
+        path = data.get("database_url_file")
+        if current or path is None or path == "":
+            return data
+        variable = "SYNCD_DATABASE_URL_FILE"
+        text = read_secret_file(variable, Path(path))
+        try:
+            url = normalise_database_url(text)
+        except ValueError as exc:
+            raise ConfigError(f"{variable}: {path} holds no usable URL: {exc}") from None
+        return {**data, "database_url": url}
 
     @field_validator("api_url")
     @classmethod
@@ -125,15 +156,7 @@ class Settings(BaseSettings):
         if self.api_key is not None and self.api_key.get_secret_value():
             return self.api_key
         if self.api_key_file is not None:
-            try:
-                text = self.api_key_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"SYNCD_API_KEY_FILE: cannot read {self.api_key_file}: {exc.strerror}"
-                ) from None
-            if not text:
-                raise ConfigError(f"SYNCD_API_KEY_FILE: {self.api_key_file} is empty")
-            return SecretStr(text)
+            return SecretStr(read_secret_file("SYNCD_API_KEY_FILE", self.api_key_file))
         return None
 
     def rate_policy(self) -> RatePolicy:
@@ -149,17 +172,20 @@ class Settings(BaseSettings):
         return self.poll_interval_v1_s if stream == "v1" else self.poll_interval_v2_s
 
     def secrets(self) -> list[str]:
-        """Every secret value in this config, for the log scrubber."""
+        """Every secret value in this config, also URL-encoded, for the log scrubber."""
+        try:
+            key = self.resolved_api_key()  # from SYNCD_API_KEY_FILE too
+        except ConfigError:
+            key = None  # reported when the key is needed, not by the log set-up
         found: list[str] = []
-        if self.api_key is not None and self.api_key.get_secret_value():
-            found.append(self.api_key.get_secret_value())
-        if self.webhook_token is not None and self.webhook_token.get_secret_value():
-            found.append(self.webhook_token.get_secret_value())
+        for secret in (key, self.webhook_token):
+            if secret is not None and secret.get_secret_value():
+                found.append(secret.get_secret_value())
         if self.database_url is not None:
             password = make_url(self.database_url.get_secret_value()).password
             if password:
                 found.append(str(password))
-        return found
+        return list(dict.fromkeys(form for value in found for form in _encoded_forms(value)))
 
 
 def normalise_database_url(raw: str) -> str:
@@ -172,6 +198,34 @@ def normalise_database_url(raw: str) -> str:
     if backend not in {"postgresql", "postgres"}:
         raise ValueError(f"must be a PostgreSQL URL, not {backend!r}")
     return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def read_secret_file(variable: str, path: Path) -> str:
+    """The stripped text of a secret file; unreadable or empty is a ConfigError naming `variable`.
+
+    The file's content never appears in the error.
+    """
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{variable}: {path} is not UTF-8 text") from None
+    if not text:
+        raise ConfigError(f"{variable}: {path} is empty")
+    return text
+
+
+def _encoded_forms(secret: str) -> list[str]:
+    """A secret as it may appear inside URLs and URL-quoting error messages."""
+    forms = [
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        quote(secret, safe=" +"),  # SQLAlchemy's rendering of a password
+        quote(secret, safe="/?:@"),  # close to how a query string carries it
+    ]
+    return list(dict.fromkeys(forms))
 
 
 def redact_url(url: str) -> str:
