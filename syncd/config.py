@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(4, ge=1, le=64)
 
     http_timeout_s: float = Field(30.0, gt=0)
+    # How long a lost database connection is retried before a cycle fails.
+    db_retry_s: float = Field(60.0, ge=0)
     max_retries: int = Field(8, ge=0)
     max_backoff_s: float = Field(120.0, gt=0)
     retry_after_floor_s: float = Field(0.5, ge=0)
