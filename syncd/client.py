@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import json
 import random
 import ssl
 import time
@@ -378,7 +379,10 @@ class CoreClawClient:
             reason = "timeout" if isinstance(exc, TimeoutError) else "connection"
             problem = _scrub(f"{type(exc).__name__}: {exc}".rstrip(": "), *self._key_forms)
             if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-                problem = f"{problem} ({CA_BUNDLE_HINT})"
+                # Retrying cannot fix a certificate: fail the cycle now, loudly.
+                raise UpstreamUnavailable(
+                    f"{problem} ({CA_BUNDLE_HINT})", endpoint=endpoint
+                ) from None
             # The cause is kept for debugging unless its text carries the key,
             # plain or URL-encoded (query-auth URLs appear in some aiohttp messages).
             text = f"{exc!r} {exc}"
@@ -515,8 +519,27 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
+        value = _lenient_json(body)
     return value if isinstance(value, dict) else None
+
+
+def _lenient_json(body: bytes) -> Any:
+    """The stdlib parser accepts what orjson refuses (lone UTF-16 surrogates in strings);
+    one such character must not make a whole page unreadable forever."""
+    try:
+        return _replace_surrogates(json.loads(body))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _as_int(value: object) -> int | None:

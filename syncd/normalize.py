@@ -189,8 +189,8 @@ def parse_status(raw: Any) -> tuple[Status, str]:
     if isinstance(raw, str):
         text = raw.strip()
         if text.isdigit():
-            return V1_STATUS.get(int(text), Status.UNKNOWN), raw
-        return V2_STATUS.get(text.lower(), Status.UNKNOWN), raw
+            return V1_STATUS.get(int(text), Status.UNKNOWN), _clean(raw)
+        return V2_STATUS.get(text.lower(), Status.UNKNOWN), _clean(raw)
     return Status.UNKNOWN, _clean(str(raw))
 
 

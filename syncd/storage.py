@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 import structlog
 from sqlalchemy import DateTime, bindparam, func, select, text
@@ -217,7 +218,8 @@ class Store:
             try:
                 async with self.engine.begin() as conn:
                     return await work(conn)
-            except (SQLAlchemyError, OSError) as exc:
+            # COPY goes to asyncpg directly: its errors arrive unwrapped by SQLAlchemy.
+            except (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 if not _is_disconnect(exc) or time.monotonic() + delay_s > deadline:
                     raise StorageError(f"{what} failed: {_describe(exc)}") from exc
                 log.warning(
@@ -425,8 +427,8 @@ def _is_disconnect(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    orig = getattr(exc, "orig", None)
-    text_ = f"{type(orig).__name__} {orig}" if orig is not None else ""
+    orig = getattr(exc, "orig", None) or exc
+    text_ = f"{type(orig).__name__} {orig}"
     return any(marker in text_ for marker in _DISCONNECT_MARKERS)
 
 

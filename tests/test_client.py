@@ -1013,3 +1013,14 @@ async def test_truncated_body_and_timeout_are_retried(
     assert page.items == [{"slug": "a"}]
     reasons = [e["reason"] for e in logs if e["event"] == "upstream_retry"]
     assert reasons == ["connection", "timeout"]
+
+
+async def test_lone_surrogate_does_not_make_a_page_unreadable(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """JSON orjson refuses (a lone UTF-16 surrogate) is still read, the character replaced."""
+    body = '{"code": 0, "data": {"count": 1, "list": [{"slug": "a", "err_msg": "x\\ud800y"}]}}'
+    upstream.then(V2, reply(200, body=body))
+    page = await client.list_v2(offset=0, limit=10)
+    assert page.items == [{"slug": "a", "err_msg": "x\ufffdy"}]
+    assert len(upstream.calls) == 1

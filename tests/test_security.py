@@ -567,11 +567,6 @@ async def test_hostile_upstream_strings_are_stored_verbatim(
     assert len(stored) == len(HOSTILE) + 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="normalize.parse_status keeps NUL in status_raw; the COPY then fails with an "
-    "asyncpg error that storage.py does not translate, and the page can never be stored",
-)
 async def test_nul_in_a_status_does_not_poison_the_page(db_url: str, engine: AsyncEngine) -> None:
     """A NUL inside an unknown status string is dropped like everywhere else."""
     item = {**hostile_items()[1], "slug": "nul-status", "status": "runn\x00ing?"}
