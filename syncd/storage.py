@@ -6,7 +6,9 @@ or not at all.  The merge rules (all in `MERGE_SQL`):
 
 * one row per run, keyed by slug;
 * an observation whose status ranks below the stored one (ready < running <
-  aborting < terminal, `syncd_status_rank()`) never touches the row;
+  aborting < terminal, `syncd_status_rank()`) never touches the row, and one of
+  the same rank only when it was made no earlier than the stored one (two
+  streams' cycles overlap, so an older page can commit after a newer one);
 * a row is rewritten only when its content differs from what is stored *and*
   from what the same endpoint reported last time (`digest_v1`/`digest_v2`),
   so no-op polls write nothing and v1 and v2 cannot ping-pong a row;
@@ -101,7 +103,9 @@ candidates AS (
     -- join would read the whole runs table for every batch.
     LEFT JOIN LATERAL (SELECT * FROM runs WHERE runs.slug = i.slug LIMIT 1) r ON true
     WHERE r.slug IS NULL
-       OR (syncd_status_rank(i.status) >= syncd_status_rank(r.status)
+       OR ((syncd_status_rank(i.status) > syncd_status_rank(r.status)
+            OR (syncd_status_rank(i.status) = syncd_status_rank(r.status)
+                AND :observed_at >= r.last_seen_at))
            AND (ROW({stored}) IS DISTINCT FROM ROW({incoming}) OR r.vanished_at IS NOT NULL))
 ),
 upserted AS (
@@ -117,7 +121,9 @@ upserted AS (
         digest_v1 = COALESCE(EXCLUDED.digest_v1, r.digest_v1),
         digest_v2 = COALESCE(EXCLUDED.digest_v2, r.digest_v2),
         vanished_at = NULL
-    WHERE syncd_status_rank(EXCLUDED.status) >= syncd_status_rank(r.status)
+    WHERE (syncd_status_rank(EXCLUDED.status) > syncd_status_rank(r.status)
+           OR (syncd_status_rank(EXCLUDED.status) = syncd_status_rank(r.status)
+               AND EXCLUDED.last_seen_at >= r.last_seen_at))
       AND ((ROW({stored}) IS DISTINCT FROM ROW({excluded})
             AND (COALESCE(EXCLUDED.digest_v1, EXCLUDED.digest_v2) IS NULL
                  OR COALESCE(EXCLUDED.digest_v1, EXCLUDED.digest_v2) IS DISTINCT FROM
