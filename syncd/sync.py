@@ -229,6 +229,10 @@ class StreamSync:
                 start = resume_page(saved, self.page_size)
                 report.resumed_from_page = start or None
                 await self._full_scan(report, start or 0, started, stop)
+                if report.completed and start:
+                    # A resumed pass never went back to the top: runs that arrived
+                    # while it was stopped are above where it started.
+                    await self._head_scan(report)
         except SyncdError as exc:
             report.duration_s = time.monotonic() - clock
             await self._record_failure(report, exc)

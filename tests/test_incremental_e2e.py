@@ -562,7 +562,9 @@ async def test_kill_9_mid_backfill_resumes_instead_of_restarting(
     v1 = PATHS[Source.V1]
     killed = [r["params"]["page_index"] for r in log[:before] if r["path"] == v1]
     resumed = [r["params"]["page_index"] for r in log[before:] if r["path"] == v1]
-    assert resumed[0] == min(resumed) == v1_next + 1, "the restart must resume at the checkpoint"
+    assert resumed[0] == v1_next + 1, "the restart must resume at the checkpoint"
+    # ... and, once through, look at the head once for runs that arrived meanwhile
+    assert [p for p in resumed if p <= v1_next] == [1]
     assert pages + 1 in resumed
     overlap = len(killed) - v1_next  # fetched by the killed process but never stored
     assert 0 <= overlap <= 8, killed[-10:]
