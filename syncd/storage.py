@@ -97,7 +97,8 @@ WITH incoming AS (
 ),
 candidates AS (
     SELECT i.*,
-           CASE WHEN r.slug IS NOT NULL THEN md5(ROW({incoming})::text) END AS digest
+           -- hashes the values themselves (no text rendering): cheap enough for every row
+           hash_record_extended(ROW({incoming}), 0)::text AS digest
     FROM incoming i
     -- LATERAL ... LIMIT 1 keeps this an index probe per incoming row: a hash
     -- join would read the whole runs table for every batch.

@@ -504,15 +504,6 @@ def test_any_interleaving_converges_to_the_lifecycle_state(db_url: str, scenario
     asyncio.run(converge(db_url, scenario, by_stage=False, exempt=several_contents_at_top))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug since 0ce4549: MERGE_SQL's `candidates` hashes a row only when one is already "
-        "stored, so a new run is inserted with digest_v1 and digest_v2 NULL and the inserting "
-        "endpoint's content is not remembered: v2 inserts, v1 disagrees and writes, and the "
-        "same v2 item again rewrites the row, which storage.py's rules say must not happen"
-    ),
-)
 @PROPERTY
 @given(scenarios())
 @example(  # v2 and v1 spell `origin` differently: replaying the v2 item rewrites the row
