@@ -25,11 +25,11 @@ from syncd import __version__
 from syncd.client import CoreClawClient
 from syncd.config import Settings, load_settings
 from syncd.daemon import Daemon
-from syncd.database import Database, migrate, open_database
+from syncd.database import Database, grant_read, migrate, open_database
 from syncd.errors import AuthError, ConfigError, SyncdError
 from syncd.logs import configure_logging
 from syncd.models import Source
-from syncd.storage import Store
+from syncd.storage import Store, StreamLease
 from syncd.sync import StreamSync
 
 log = structlog.get_logger("syncd.cli")
@@ -93,6 +93,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         daemon = Daemon(
             _syncers(services, streams),
             {s: settings.poll_interval_s(s.value) for s in streams},
+            lease=StreamLease(services.db.engine),
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -126,10 +127,20 @@ async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
         # Finish the page in flight, keep the checkpoint, exit: the next run resumes.
         loop.add_signal_handler(sig, stop.set)
     async with _services(settings, migrate_first=True) as services:
-        syncers = _syncers(services, _streams(args.stream))
+        lease = StreamLease(services.db.engine)
+        streams = []
+        for stream in _streams(args.stream):
+            if await lease.acquire(stream):
+                streams.append(stream)
+            else:
+                print(f"syncd: {stream.value}: another syncd process is syncing this stream; "
+                      "skipped", file=sys.stderr)  # fmt: skip
+        syncers = _syncers(services, streams)
         outcomes = await asyncio.gather(
             *(s.run_cycle(full=args.full, stop=stop) for s in syncers), return_exceptions=True
         )
+        await lease.release()
+    skipped = len(_streams(args.stream)) - len(streams)
     failed = [o for o in outcomes if isinstance(o, BaseException)]
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
@@ -147,13 +158,20 @@ async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     for exc in failed:
         if not isinstance(exc, SyncdError):
             raise exc
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if failed or skipped else EXIT_OK
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     async with open_database(settings) as db:
         revision = await migrate(db.engine, args.revision)
     print(f"database at revision {revision}")
+    return EXIT_OK
+
+
+async def cmd_grant_read(settings: Settings, args: argparse.Namespace) -> int:
+    async with open_database(settings) as db:
+        await grant_read(db.engine, args.role)
+    print(f"role {args.role} can now read every syncd table and view (and future ones)")
     return EXIT_OK
 
 
@@ -223,7 +241,11 @@ async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         _services(settings, migrate_first=True) as services,
     ):
         streams = _streams(None)
-        daemon = Daemon(_syncers(services, streams), {s: 3.0 for s in streams})
+        daemon = Daemon(
+            _syncers(services, streams),
+            {s: 3.0 for s in streams},
+            lease=StreamLease(services.db.engine),
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stop.set)
@@ -256,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     from syncd.fakeapi import add_cli_arguments
 
     add_cli_arguments(fake)
+    grant = sub.add_parser("grant-read", help="give a database role read-only access (for BI)")
+    grant.add_argument("role", help="an existing PostgreSQL role, e.g. metabase")
     demo = sub.add_parser("demo", help="simulator + embedded database + daemon for a while")
     demo.add_argument("--seconds", type=float, default=15.0)
     demo.add_argument("--runs", type=int, default=500)
@@ -269,6 +293,7 @@ COMMANDS = {
     "status": cmd_status,
     "fake-api": cmd_fake_api,
     "demo": cmd_demo,
+    "grant-read": cmd_grant_read,
 }
 
 

@@ -18,6 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd.errors import AuthError, ConfigError, SyncdError
 from syncd.models import Source
+from syncd.storage import StreamLease
 from syncd.sync import CycleReport, StreamSync
 
 log = structlog.get_logger("syncd.daemon")
@@ -42,10 +43,13 @@ class Daemon:
         intervals_s: dict[Source, float],
         *,
         grace_s: float = 8.0,
+        lease: StreamLease | None = None,
     ) -> None:
         self.syncers = syncers
         self.intervals_s = intervals_s
         self.grace_s = grace_s
+        self.lease = lease
+        self._standby: set[Source] = set()
         self.stop = asyncio.Event()
         self.stats = DaemonStats()
         self._running: set[asyncio.Task[None]] = set()
@@ -100,6 +104,8 @@ class Daemon:
             scheduler.pause()
             await self._drain()
             scheduler.shutdown(wait=False)
+            if self.lease is not None:
+                await self.lease.release()
         log.info(
             "daemon_stopped",
             cycles=self.stats.cycles,
@@ -117,6 +123,8 @@ class Daemon:
         name = syncer.stream.value
         wakes_at_start = self._wakes[syncer.stream]
         try:
+            if not await self._may_poll(syncer.stream):
+                return
             report: CycleReport = await syncer.run_cycle(stop=self.stop)
             self.stats.cycles[name] = self.stats.cycles.get(name, 0) + 1
             self.stats.rows_changed[name] = (
@@ -133,6 +141,24 @@ class Daemon:
             self._running.discard(task)
             if self._wakes[syncer.stream] != wakes_at_start:
                 self._run_soon(syncer.stream)
+
+    async def _may_poll(self, stream: Source) -> bool:
+        """Another replica polling this stream makes this one a standby for it."""
+        if self.lease is None:
+            return True
+        if await self.lease.acquire(stream):
+            if stream in self._standby:
+                self._standby.discard(stream)
+                log.info("stream_taken_over", stream=stream.value)
+            return True
+        if stream not in self._standby:
+            self._standby.add(stream)
+            log.info(
+                "stream_standby",
+                stream=stream.value,
+                hint="another syncd process polls this stream; retrying every interval",
+            )
+        return False
 
     async def _drain(self) -> None:
         if not self._running:

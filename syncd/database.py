@@ -153,5 +153,28 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
         raise StorageError(f"downgrade failed: {exc}") from exc
 
 
+async def grant_read(engine: AsyncEngine, role: str) -> None:
+    """Give `role` read-only access to every syncd table and view, now and future (idempotent)."""
+    async with engine.connect() as probe:
+        exists = await probe.scalar(
+            text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}
+        )
+    if not exists:
+        raise StorageError(f"role {role!r} does not exist: CREATE ROLE it first (with LOGIN)")
+    quoted = engine.dialect.identifier_preparer.quote(role)  # a role name is an identifier
+    statements = [
+        f"GRANT USAGE ON SCHEMA public TO {quoted}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {quoted}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {quoted}",
+    ]
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageError(f"granting read access to {role!r} failed: {exc}") from exc
+    log.info("read_access_granted", role=role)
+
+
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()

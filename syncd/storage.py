@@ -26,6 +26,7 @@ Nothing above this module sees SQLAlchemy or asyncpg errors: they become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -48,6 +49,13 @@ from syncd.schema import run_status_history, runs, sync_rejects, sync_state, wor
 log = structlog.get_logger("syncd.storage")
 
 T = TypeVar("T")
+# COPY goes to asyncpg directly: its errors arrive unwrapped by SQLAlchemy.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    SQLAlchemyError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 DB_RETRY_FIRST_S = 0.5
 DB_RETRY_MAX_S = 10.0
 # asyncpg errors that mean "the server went away", whatever SQLAlchemy wraps them in.
@@ -225,8 +233,7 @@ class Store:
             try:
                 async with self.engine.begin() as conn:
                     return await work(conn)
-            # COPY goes to asyncpg directly: its errors arrive unwrapped by SQLAlchemy.
-            except (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DB_ERRORS as exc:
                 if not _is_disconnect(exc) or time.monotonic() + delay_s > deadline:
                     raise StorageError(f"{what} failed: {_describe(exc)}") from exc
                 log.warning(
@@ -242,7 +249,7 @@ class Store:
         try:
             async with self.engine.begin() as conn:
                 await work(conn)
-        except (SQLAlchemyError, OSError) as exc:  # a probe: no retries
+        except DB_ERRORS as exc:  # a probe: no retries
             raise StorageError(f"database ping failed: {_describe(exc)}") from exc
 
     async def save_batch(
@@ -444,3 +451,66 @@ def _describe(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     base = orig if orig is not None else exc
     return f"{type(base).__name__}: {str(base).splitlines()[0] if str(base) else ''}".strip()
+
+
+# pg_advisory_lock keys, one per stream (advisory locks are scoped to the database).
+STREAM_LOCK_KEYS = {Source.V1: 72_617_101, Source.V2: 72_617_102}
+
+
+class StreamLease:
+    """Which streams this process may poll: at most one process per stream at a time.
+
+    Session-level advisory locks on one dedicated autocommit connection.  The
+    holder keeps a stream's lock for as long as it lives; when it dies its
+    connection closes, PostgreSQL drops the lock, and a standby's next try
+    (every cycle) takes the stream over.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._conn: AsyncConnection | None = None
+        self._held: set[Source] = set()
+        self._guard = asyncio.Lock()  # one connection: one statement at a time
+
+    async def acquire(self, stream: Source) -> bool:
+        """True when this process holds `stream` (already, or from now on)."""
+        async with self._guard:
+            try:
+                conn = await self._connection()
+                if stream in self._held:
+                    await conn.execute(text("SELECT 1"))  # alive, so the lock still is
+                    return True
+                key = STREAM_LOCK_KEYS[stream]
+                got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+            except DB_ERRORS as exc:
+                # The connection, and with it every lock, is gone: start over next time.
+                log.warning("stream_lease_lost", error=_describe(exc))
+                await self._drop()
+                return False
+            if got:
+                self._held.add(stream)
+                log.info("stream_lease_acquired", stream=stream.value)
+            return bool(got)
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is None:
+            conn = await self.engine.connect()
+            self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return self._conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        self._held.clear()
+        if conn is not None:
+            with contextlib.suppress(*DB_ERRORS):
+                await conn.invalidate()
+                await conn.close()
+
+    async def release(self) -> None:
+        """Let every stream go (closing the connection releases its locks)."""
+        async with self._guard:
+            conn, self._conn = self._conn, None
+            self._held.clear()
+            if conn is not None:
+                with contextlib.suppress(*DB_ERRORS):
+                    await conn.close()

@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -122,3 +122,20 @@ async def engine_for() -> AsyncIterator[Callable[[str], AsyncEngine]]:
     yield make
     for eng in made:
         await eng.dispose()
+
+
+@pytest.fixture
+async def make_db(
+    pg_server_url: str, migrated_template: str
+) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Make more fresh migrated databases (for processes that must not share one)."""
+    names: list[str] = []
+
+    async def make() -> str:
+        names.append(f"t_{uuid.uuid4().hex[:12]}")
+        await _admin(pg_server_url, f'CREATE DATABASE "{names[-1]}" TEMPLATE "{migrated_template}"')
+        return database_url(pg_server_url, names[-1])
+
+    yield make
+    for name in names:
+        await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

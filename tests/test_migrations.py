@@ -76,8 +76,18 @@ async def test_migrate_twice_is_a_no_op(bare_engine: AsyncEngine) -> None:
     assert await migrate(bare_engine) == first
 
 
+# Comments live in the migrations only (tests/test_analytics.py checks every one is there).
+COMMENT_OPS = {"modify_comment", "add_table_comment", "remove_table_comment"}
+
+
+def _op_name(diff: object) -> str:
+    first = diff[0] if isinstance(diff, list) else diff
+    return str(first[0]) if isinstance(first, tuple) else ""
+
+
 def _diff(conn: Connection) -> list[object]:
-    return list(compare_metadata(MigrationContext.configure(conn), metadata))
+    diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+    return [d for d in diffs if _op_name(d) not in COMMENT_OPS]
 
 
 async def test_schema_module_matches_migrations(bare_engine: AsyncEngine) -> None:

@@ -17,7 +17,7 @@ import os
 import socket
 import ssl
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -195,7 +195,10 @@ async def echo_server() -> AsyncIterator[tuple[str, list[str]]]:
 
 
 async def test_no_secret_in_any_cli_output(
-    fake_url: str, echo_server: tuple[str, list[str]], db_url: str
+    fake_url: str,
+    echo_server: tuple[str, list[str]],
+    db_url: str,
+    make_db: Callable[[], Awaitable[str]],
 ) -> None:
     """migrate, sync --once (ok, wrong key, closed port, echoing 500/422) in every auth mode,
     then status and status --json showing the stored errors, print neither the API key nor
@@ -211,18 +214,21 @@ async def test_no_secret_in_any_cli_output(
         *[(1, closed, KEY, [], mode) for mode in AuthMode],
         *[(1, f"{echo_url}/echo", KEY, [], mode) for mode in AuthMode],
     ]
+    # one database each: syncd lets one process at a time sync a stream of a database
+    dbs = [with_password(await make_db()) for _ in syncs]
     runs = await asyncio.gather(
         run_syncd("migrate", env=sync_env(fake_url, db, AuthMode.BEARER)),
-        *(run_syncd("sync", "--once", *args, env=sync_env(url, db, mode, key=key))
-          for _, url, key, args, mode in syncs),
+        *(run_syncd("sync", "--once", *args, env=sync_env(url, sync_db, mode, key=key))
+          for (_, url, key, args, mode), sync_db in zip(syncs, dbs, strict=True)),
     )  # fmt: skip
     assert [code for code, _, _ in runs] == [0, *(code for code, *_ in syncs)], [
         err[-800:] for _, _, err in runs
     ]
     assert KEY in received, "the echo server never saw the key: nothing was tested"
+    failed_db = dbs[3]  # a wrong-key run: its database keeps the error
     statuses = await asyncio.gather(
-        run_syncd("status", env=sync_env(fake_url, db, AuthMode.QUERY)),
-        run_syncd("status", "--json", env=sync_env(fake_url, db, AuthMode.QUERY)),
+        run_syncd("status", env=sync_env(fake_url, failed_db, AuthMode.QUERY)),
+        run_syncd("status", "--json", env=sync_env(fake_url, failed_db, AuthMode.QUERY)),
     )
     assert [code for code, _, _ in statuses] == [0, 0]
     report = json.loads(statuses[1][1])
@@ -355,7 +361,7 @@ async def tls_fake(tls_ca: trustme.CA, tmp_path: Path) -> AsyncIterator[tuple[st
 
 
 async def test_tls_is_verified_and_trusts_only_the_configured_ca(
-    tls_fake: tuple[str, Path], db_url: str
+    tls_fake: tuple[str, Path], db_url: str, make_db: Callable[[], Awaitable[str]]
 ) -> None:
     """Without SYNCD_CA_BUNDLE a self-signed API fails (variables that look like switches
     change nothing) with a message about verification; with it, the sync succeeds."""
@@ -364,9 +370,12 @@ async def test_tls_is_verified_and_trusts_only_the_configured_ca(
                 "SYNCD_TLS_VERIFY": "false", "SYNCD_INSECURE_SKIP_VERIFY": "true",
                 "PYTHONHTTPSVERIFY": "0"}  # fmt: skip
     env = sync_env(url, db_url, AuthMode.BEARER, SYNCD_MAX_RETRIES="0")
+    other = sync_env(url, await make_db(), AuthMode.BEARER, SYNCD_MAX_RETRIES="0")
     (refused, _, err), (trusted, out, trusted_err) = await asyncio.gather(
         run_syncd("sync", "--once", "--stream", "v2", env={**env, **switches}),
-        run_syncd("sync", "--once", "--stream", "v2", env={**env, "SYNCD_CA_BUNDLE": str(bundle)}),
+        run_syncd(
+            "sync", "--once", "--stream", "v2", env={**other, "SYNCD_CA_BUNDLE": str(bundle)}
+        ),
     )
     assert refused == 1
     assert "certificate verify failed" in err and "SYNCD_CA_BUNDLE" in err
