@@ -13,10 +13,11 @@ import datetime as dt
 import json
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from pydantic import SecretStr
@@ -29,8 +30,9 @@ from syncd.database import Database, grant_read, migrate, open_database
 from syncd.errors import AuthError, ConfigError, SyncdError
 from syncd.logs import configure_logging
 from syncd.models import Source
+from syncd.progress import Progress, render
 from syncd.storage import Store, StreamLease
-from syncd.sync import StreamSync
+from syncd.sync import CycleReport, StreamSync
 
 log = structlog.get_logger("syncd.cli")
 
@@ -44,6 +46,29 @@ class Services:
     db: Database
     store: Store
     client: CoreClawClient
+
+
+class ProgressLine:
+    """A progress bar per stream on one terminal line, redrawn at most a few times a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.progress: dict[str, Progress] = {}
+        self.drawn_s = 0.0
+
+    def update(self, progress: Progress) -> None:
+        self.progress[progress.stream] = progress
+        now_s = time.monotonic()
+        if now_s - self.drawn_s >= 0.2 or progress.finished:
+            self.drawn_s = now_s
+            line = render(sorted(self.progress.values(), key=lambda p: p.stream), now_s)
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.progress:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 def _streams(choice: str | None) -> list[Source]:
@@ -120,45 +145,64 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
+def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        # Finish the page in flight, keep the checkpoint, exit: the next run resumes.
         loop.add_signal_handler(sig, stop.set)
-    async with _services(settings, migrate_first=True) as services:
-        lease = StreamLease(services.db.engine)
-        streams = []
-        for stream in _streams(args.stream):
-            if await lease.acquire(stream):
-                streams.append(stream)
-            else:
-                print(f"syncd: {stream.value}: another syncd process is syncing this stream; "
-                      "skipped", file=sys.stderr)  # fmt: skip
-        syncers = _syncers(services, streams)
-        outcomes = await asyncio.gather(
-            *(s.run_cycle(full=args.full, stop=stop) for s in syncers), return_exceptions=True
-        )
-        await lease.release()
-    skipped = len(_streams(args.stream)) - len(streams)
+
+
+async def _leased(lease: StreamLease, wanted: list[Source]) -> list[Source]:
+    """The streams no other syncd process is syncing right now (the rest are reported)."""
+    free = []
+    for stream in wanted:
+        if await lease.acquire(stream):
+            free.append(stream)
+        else:
+            print(f"syncd: {stream.value}: another syncd process is syncing this stream; "
+                  "skipped", file=sys.stderr)  # fmt: skip
+    return free
+
+
+def _report_outcomes(outcomes: list[CycleReport | BaseException]) -> int:
     failed = [o for o in outcomes if isinstance(o, BaseException)]
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             print(f"syncd: sync failed: {outcome}", file=sys.stderr)
-        else:
-            r = outcome.result
-            note = "" if outcome.completed else " (stopped early; the next run resumes)"
-            print(
-                f"{outcome.stream.value}: {outcome.kind.value}, {outcome.pages} pages, "
-                f"{outcome.requests} requests, {r.seen} seen, {r.inserted} inserted, "
-                f"{r.updated} updated, {r.rejected} rejected{note}"
-            )
+            continue
+        r = outcome.result
+        note = "" if outcome.completed else " (stopped early; the next run resumes)"
+        print(
+            f"{outcome.stream.value}: {outcome.kind.value}, {outcome.pages} pages, "
+            f"{outcome.requests} requests, {r.seen} seen, {r.inserted} inserted, "
+            f"{r.updated} updated, {r.rejected} rejected{note}"
+        )
     if any(isinstance(o, AuthError) for o in failed):
         return EXIT_AUTH
     for exc in failed:
         if not isinstance(exc, SyncdError):
             raise exc
-    return EXIT_FAILED if failed or skipped else EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    # Finish the page in flight, keep the checkpoint, exit: the next run resumes.
+    _stop_on_signals(stop)
+    wanted = _streams(args.stream)
+    async with _services(settings, migrate_first=True) as services:
+        lease = StreamLease(services.db.engine)
+        syncers = _syncers(services, await _leased(lease, wanted))
+        bar = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+        for syncer in syncers:
+            syncer.on_progress = bar.update if bar is not None else None
+        outcomes = await asyncio.gather(
+            *(s.run_cycle(full=args.full, stop=stop) for s in syncers), return_exceptions=True
+        )
+        await lease.release()
+        if bar is not None:
+            bar.close()
+    code = _report_outcomes(list(outcomes))
+    return code if code != EXIT_OK or len(syncers) == len(wanted) else EXIT_FAILED
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:

@@ -42,6 +42,24 @@ LAST_SUCCESS = Gauge(
 )
 BACKFILL_PAGES = Gauge(
     "syncd_backfill_pages_done",
-    "Pages fetched in the current or last full scan",
+    "Pages stored in the current or last full scan (backfill or reconciliation)",
     ["stream"],
 )
+BACKFILL_TOTAL_PAGES = Gauge(
+    "syncd_backfill_pages_total",
+    "Pages the current or last full scan expects, from upstream's count",
+    ["stream"],
+)
+LAG = Gauge(
+    "syncd_sync_lag_seconds",
+    "Seconds since the stream's last successful cycle (updated when scraped)",
+    ["stream"],
+)
+
+
+def refresh_lag(now_s: float) -> None:
+    """Derive the lag gauges from the last-success gauges, just before a scrape."""
+    for metric in LAST_SUCCESS.collect():
+        for sample in metric.samples:
+            if sample.value > 0:
+                LAG.labels(sample.labels["stream"]).set(max(0.0, now_s - sample.value))

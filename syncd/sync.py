@@ -38,12 +38,14 @@ from syncd.errors import PagingError, SyncdError
 from syncd.models import TERMINAL_STATUSES, OffsetMode, Page, Reject, Run, Source, StoreResult
 from syncd.normalize import normalize
 from syncd.pagination import is_last_page, v2_offset
+from syncd.progress import Progress
 from syncd.storage import InFlightRun, PageProgress, Store
 
 log = structlog.get_logger("syncd.sync")
 
 CHECKPOINT_KIND = "scan"
 SHORT_PAGE_REFETCHES = 2
+PROGRESS_LOG_EVERY_S = 10.0
 ORDER_REFETCHES = 3
 # The status filter to ask each endpoint for, per stored in-flight status.
 V1_FILTER = {"ready": 1, "running": 2, "aborting": 2}
@@ -201,6 +203,8 @@ class StreamSync:
         self.now = now
         self.page_size = settings.page_size_v1 if stream is Source.V1 else settings.page_size_v2
         self._offset_mode: OffsetMode | None = None
+        # Called after every stored batch of a full scan (the CLI draws a progress bar).
+        self.on_progress: Callable[[Progress], None] | None = None
         self._warned_order = False
 
     # -- the cycle -----------------------------------------------------------
@@ -486,6 +490,9 @@ class _FullScan:
         self.batch: list[Page] = []
         self.batch_rows = 0
         self.last_number = start - 1
+        self.progress = Progress(
+            sync.stream.value, time.monotonic(), start_items=self.items_seen, done=self.items_seen
+        )
 
     def _top_up(self) -> None:
         ahead = self.sync.settings.max_concurrency if self.count_known else 1
@@ -554,6 +561,8 @@ class _FullScan:
                     await self._flush()
                 if last:
                     self.report.completed = True
+                    self.progress.finished = True
+                    self._report_progress(page.count)
                     return
                 if stopping:
                     log.info(
@@ -584,7 +593,25 @@ class _FullScan:
             "cycle_started_at": self.started.isoformat(),
         }
         await self.sync._store(self.report, pages, checkpoint)
-        metrics.BACKFILL_PAGES.labels(self.sync.stream.value).set(self.last_number + 1)
+        self._report_progress(pages[-1].count)
+
+    def _report_progress(self, count: int | None) -> None:
+        stream, now_s = self.sync.stream.value, time.monotonic()
+        progress = self.progress
+        progress.done, progress.pages = self.items_seen, self.last_number + 1
+        progress.total = count if count is not None else progress.total
+        metrics.BACKFILL_PAGES.labels(stream).set(progress.pages)
+        if progress.total is not None:
+            total_pages = -(-progress.total // self.sync.page_size)
+            metrics.BACKFILL_TOTAL_PAGES.labels(stream).set(total_pages)
+        if progress.due_for_log(now_s, PROGRESS_LOG_EVERY_S):
+            eta = progress.eta_s(now_s)
+            log.info("backfill_progress", stream=stream, kind=self.report.kind.value,
+                     pages=progress.pages, rows=progress.done, total=progress.total,
+                     rows_per_s=round(progress.rate(now_s)),
+                     eta_s=None if eta is None else round(eta))  # fmt: skip
+        if self.sync.on_progress is not None:
+            self.sync.on_progress(progress)
 
     async def cancel_pending(self) -> None:
         tasks = list(self.pending.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd.config import Settings
 from syncd.errors import StorageError
+from syncd.metrics import refresh_lag
 from syncd.models import Source
 from syncd.storage import Store
 
@@ -98,6 +100,7 @@ def create_app(
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
+        refresh_lag(time.time())
         body = generate_latest()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

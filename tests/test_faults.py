@@ -186,3 +186,39 @@ async def test_database_restart_mid_backfill_is_survived(
         assert all(s.checkpoint is None and s.last_success_at is not None for s in states)
     finally:
         await engine.dispose()
+
+
+async def test_readiness_follows_the_database_down_and_up(restart_db: tuple[Any, str]) -> None:
+    """/readyz: 200 when synced, 503 naming the database while it is down, 200 once it is back;
+    /healthz stays 200 throughout (the process is fine)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from syncd.web import create_app
+
+    server, url = restart_db
+    engine = create_engine(url)
+    _, runner, api_url = await start_fake_api(FakeApiConfig(runs=100, api_key=KEY))
+    try:
+        await migrate(engine)
+        store = Store(engine, retry_s=0)
+        settings = settings_for(api_url, url)
+        await sync_both(settings, store)
+        app = create_app(store, settings, [Source.V1, Source.V2])
+        async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+            assert (await http.get("/readyz")).status == 200
+            await asyncio.to_thread(stop_server, server)
+            down = await http.get("/readyz")
+            body = await down.json()
+            assert down.status == 503 and body["reasons"][0].startswith("database unreachable")
+            assert (await http.get("/healthz")).status == 200
+            await asyncio.to_thread(start_server, server)
+            statuses = []
+            for _ in range(50):  # the pool reconnects on its own (pre-ping), bounded wait
+                statuses.append((await http.get("/readyz")).status)
+                if statuses[-1] == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert statuses[-1] == 200, statuses
+    finally:
+        await runner.cleanup()
+        await engine.dispose()
