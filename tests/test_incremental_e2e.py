@@ -574,3 +574,39 @@ async def test_kill_9_mid_backfill_resumes_instead_of_restarting(
     assert state["checkpoint"] is None and state["last_full_scan_at"] is not None
     assert state["last_cycle_kind"] == "backfill"
     assert "v1:" in out.decode()
+
+
+async def test_sigterm_mid_backfill_exits_0_quickly_with_nothing_half_written(
+    empty_db_url: str, engine_for: Callable[[str], AsyncEngine], tmp_path: Path
+) -> None:
+    """`syncd run` sent SIGTERM in the middle of a backfill exits 0 within 10 s; what it
+    stored is exactly the checkpointed pages, and the checkpoint stays for the next start."""
+    async with fake_api_process("--runs", "20000", "--in-flight", "0") as base:
+        env = env_for(SYNCD_API_URL=base, SYNCD_API_KEY=KEY, SYNCD_DATABASE_URL=empty_db_url,
+                      SYNCD_PAGE_SIZE_V1="100", SYNCD_PAGE_SIZE_V2="100",
+                      SYNCD_MAX_REQUESTS_PER_S="60", SYNCD_INITIAL_REQUESTS_PER_S="60")  # fmt: skip
+        engine = engine_for(empty_db_url)
+        log_path = tmp_path / "run.log"
+        with log_path.open("wb") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                *SYNCD, "run", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log_file
+            )
+            try:
+                await wait_for_checkpoint(engine, 10, 30, lambda: proc.returncode is None)
+                proc.send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                await asyncio.wait_for(proc.wait(), 10)
+                took = time.monotonic() - started
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        assert proc.returncode == 0, log_path.read_text()[-3000:]
+        assert took < 10
+        truth = (await asyncio.to_thread(get_json, f"{base}/_fake/truth"))["runs"]
+    states = dict(await fetch_all(engine, "SELECT stream, checkpoint FROM sync_state"))
+    next_pages = [(states.get(s) or {}).get("next_page", 0) for s in ("v1", "v2")]
+    assert 10 <= next_pages[0] < 200, "the backfill must have been stopped part-way"
+    stored = {slug for (slug,) in await fetch_all(engine, "SELECT slug FROM runs")}
+    assert stored == {t["slug"] for t in truth[: 100 * max(next_pages)]}
+    assert "daemon_stopped" in log_path.read_text()
