@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,64 +17,18 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests import processes
 from tests.e2e_helpers import diff, expected_rows, stored_rows
+from tests.processes import SYNCD, env_for, get_json, run_syncd
 
 KEY = "cli-e2e-key-0123456789"
-SYNCD = [sys.executable, "-m", "syncd"]
-
-
-def env_for(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(
-        SYNCD_LOG_FORMAT="json",
-        SYNCD_HTTP_PORT="0",
-        SYNCD_MAX_REQUESTS_PER_S="100",
-        SYNCD_INITIAL_REQUESTS_PER_S="50",
-    )
-    env.update(values)
-    return env
-
-
-async def run_syncd(*args: str, env: dict[str, str], timeout_s: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *SYNCD, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture
-async def fake_api_process(tmp_path: Path) -> AsyncIterator[str]:
+async def fake_api_process() -> AsyncIterator[str]:
     """`syncd fake-api` on a free 127.0.0.1 port; yields its base URL."""
-    proc = await asyncio.create_subprocess_exec(
-        *SYNCD, "fake-api", "--host", "127.0.0.1", "--port", "0", "--runs", "260",
-        "--api-key", KEY, "--offset-mode", "pages",
-        env=env_for(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert "listening on http://127.0.0.1:" in line, line
-        yield line.split("listening on ")[1].split()[0]
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # 127.0.0.1 only
-        return json.loads(response.read())
+    async with processes.fake_api_process(KEY, "--runs", "260", "--offset-mode", "pages") as url:
+        yield url
 
 
 async def test_migrate_then_sync_once_equals_simulator(

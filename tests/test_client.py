@@ -40,6 +40,7 @@ from syncd.errors import (
 )
 from syncd.models import OffsetMode, Source
 from syncd.ratelimit import RateLimiter
+from tests.clock import FakeClock
 
 API = "https://api.coreclaw.test"
 KEY = "sk-live-7Hq2ZxW9bN4mKp0S"
@@ -62,22 +63,6 @@ class CompatResponse(aiohttp.ClientResponse):
 
 
 _RESPONSE_PARAMS = inspect.signature(aiohttp.ClientResponse.__init__).parameters
-
-
-class FakeClock:
-    """Monotonic time that moves only when slept on."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, delay_s: float) -> None:
-        self.sleeps.append(delay_s)
-        self.now += max(delay_s, 0.0)
-        await asyncio.sleep(0)
 
 
 @dataclass

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import os
 import signal
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,13 +30,13 @@ from syncd.models import STATUS_RANK, Source, Status
 from syncd.storage import CONTENT_COLUMNS, Store
 from syncd.sync import CycleKind, CycleReport, StreamSync
 from tests.e2e_helpers import diff, expected_rows, stored_rows
+from tests.processes import SYNCD, env_for, fake_api_process, get_json
 
 KEY = "incremental-e2e-key"
 BOTH = [Source.V1, Source.V2]
 PATHS = {Source.V1: "/api/v1/run/list", Source.V2: "/api/v2/worker-runs"}
 WORKER_FILTER = {Source.V1: "scraper_slug", Source.V2: "worker_id"}
 RUNNING_RAW = {Source.V1: "2", Source.V2: "running"}
-SYNCD = [sys.executable, "-m", "syncd"]
 
 
 # ---- helpers -----------------------------------------------------------------
@@ -446,44 +442,6 @@ async def test_daemon_under_churn_and_rate_limits_ends_equal_to_truth(
 # ---- 5. kill -9 mid-backfill ----------------------------------------------------
 
 
-def env_for(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(SYNCD_LOG_FORMAT="json", SYNCD_HTTP_PORT="0")
-    env.update(values)
-    return env
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as response:  # 127.0.0.1 only
-        return json.loads(response.read())
-
-
-async def stop_process(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-@asynccontextmanager
-async def fake_api_process(*args: str) -> AsyncIterator[str]:
-    """`syncd fake-api` on a free 127.0.0.1 port; yields its base URL."""
-    proc = await asyncio.create_subprocess_exec(
-        *SYNCD, "fake-api", "--host", "127.0.0.1", "--port", "0", "--api-key", KEY, *args,
-        env=env_for(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
-        assert "listening on http://127.0.0.1:" in line, line
-        yield line.split("listening on ")[1].split()[0]
-    finally:
-        await stop_process(proc)
-
-
 async def wait_for_checkpoint(
     engine: AsyncEngine, at_least: int, deadline_s: float, alive: Callable[[], bool]
 ) -> int:
@@ -506,7 +464,7 @@ async def test_kill_9_mid_backfill_resumes_instead_of_restarting(
     """`sync --once` killed with SIGKILL mid-backfill leaves only whole, checkpointed pages;
     the next `sync --once --stream v1` resumes at the checkpoint and ends equal to the truth."""
     pages = 200  # 20000 runs, 100 per page; one pass also asks for the empty page 201
-    async with fake_api_process("--runs", "20000", "--in-flight", "0") as base:
+    async with fake_api_process(KEY, "--runs", "20000", "--in-flight", "0") as base:
         env = env_for(
             SYNCD_API_URL=base,
             SYNCD_API_KEY=KEY,
@@ -581,7 +539,7 @@ async def test_sigterm_mid_backfill_exits_0_quickly_with_nothing_half_written(
 ) -> None:
     """`syncd run` sent SIGTERM in the middle of a backfill exits 0 within 10 s; what it
     stored is exactly the checkpointed pages, and the checkpoint stays for the next start."""
-    async with fake_api_process("--runs", "20000", "--in-flight", "0") as base:
+    async with fake_api_process(KEY, "--runs", "20000", "--in-flight", "0") as base:
         env = env_for(SYNCD_API_URL=base, SYNCD_API_KEY=KEY, SYNCD_DATABASE_URL=empty_db_url,
                       SYNCD_PAGE_SIZE_V1="100", SYNCD_PAGE_SIZE_V2="100",
                       SYNCD_MAX_REQUESTS_PER_S="60", SYNCD_INITIAL_REQUESTS_PER_S="60")  # fmt: skip

@@ -16,6 +16,7 @@ from syncd.ratelimit import (
     accepted_rate_per_s,
     next_send_at,
 )
+from tests.clock import FakeClock
 
 POLICY = RatePolicy(
     max_rate_per_s=20.0,
@@ -38,22 +39,6 @@ LEGACY = replace(
     increase_per_s=0.5,
     success_streak=3,
 )
-
-
-class FakeClock:
-    """Monotonic time that only moves when someone sleeps (or the test moves it)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, delay_s: float) -> None:
-        self.sleeps.append(delay_s)
-        self.now += delay_s
-        await asyncio.sleep(0)
 
 
 def limiter_on(clock: FakeClock, policy: RatePolicy = POLICY) -> RateLimiter:

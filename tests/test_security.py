@@ -42,7 +42,7 @@ from syncd.models import OffsetMode, Source
 from syncd.storage import Store
 from syncd.sync import StreamSync
 from syncd.web import create_app
-from tests.test_cli_e2e import env_for, run_syncd
+from tests.processes import env_for, run_syncd
 
 # Both secrets hold characters that URL encoding changes, so an encoded leak is caught too.
 KEY = "sk-Sec+Key/9876=zz"
