@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     webhook_token: SecretStr | None = None
 
     # One budget per API key, shared by both streams (AIMD between these bounds).
-    max_requests_per_s: float = Field(5.0, gt=0)
+    max_requests_per_s: float = Field(20.0, gt=0)
     initial_requests_per_s: float = Field(2.0, gt=0)
     max_concurrency: int = Field(4, ge=1, le=64)
 
