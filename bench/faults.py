@@ -599,7 +599,7 @@ async def scenario_faults(pg: Postgres, work: Path) -> list[Row]:
     in_order = sum(1 for e in EVENTS if e.get("event") == "page_refetched_in_order")
     rows[FAULT_KINDS.index("count_drift")].notes.append(
         f"syncd logged page_refetched_in_order {in_order} time(s): a page answered before its"
-        " predecessor with a different `count` is fetched again (sync.py _FullScan._in_order),"
+        " predecessor with a different `count` is fetched again (fullscan.py FullScan._in_order),"
         " which is what re-asks some count_drift pages"
     )
     if errors:

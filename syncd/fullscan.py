@@ -1,0 +1,184 @@
+"""A whole-list pass (backfill or reconciliation) for one stream.
+
+Once the first page has given `count`, a few pages are fetched ahead at a time
+while earlier ones are written; pages are stored strictly in order, several per
+transaction, each batch with a checkpoint naming the next page.  Pages answered
+out of order while runs arrive at the head are fetched again in order
+(`_in_order`), so no run slips between two pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from syncd import metrics
+from syncd.errors import PagingError, SyncdError
+from syncd.models import Page
+from syncd.pagination import is_last_page
+from syncd.progress import Progress
+
+if TYPE_CHECKING:
+    from syncd.sync import CycleReport, StreamSync
+
+log = structlog.get_logger("syncd.sync")
+
+CHECKPOINT_KIND = "scan"
+ORDER_REFETCHES = 3
+PROGRESS_LOG_EVERY_S = 10.0
+
+
+class FullScan:
+    """A whole-list pass: pages fetched ahead with bounded concurrency, stored in order."""
+
+    def __init__(
+        self, sync: StreamSync, report: CycleReport, start: int, started: dt.datetime
+    ) -> None:
+        self.sync = sync
+        self.report = report
+        self.start = start
+        self.started = started
+        self.pending: dict[int, asyncio.Task[tuple[int, Page]]] = {}
+        self.answers = 0  # answer order: pages are numbered as their responses arrive
+        self.previous: tuple[int, int | None] | None = None  # (answer no., count) of the last page
+        self.next_to_fetch = start
+        self.count_known = False
+        # Items before `start` are counted as if read, so the end rule can use `count`.
+        self.items_seen = start * sync.page_size
+        self.batch: list[Page] = []
+        self.batch_rows = 0
+        self.last_number = start - 1
+        self.progress = Progress(
+            sync.stream.value, time.monotonic(), start_items=self.items_seen, done=self.items_seen
+        )
+
+    def _top_up(self) -> None:
+        ahead = self.sync.settings.max_concurrency if self.count_known else 1
+        cap = self.start + self.sync.settings.max_pages
+        while len(self.pending) < ahead and self.next_to_fetch < cap:
+            number = self.next_to_fetch
+            self.pending[number] = asyncio.ensure_future(self._fetch(number))
+            self.next_to_fetch += 1
+
+    async def _fetch(self, number: int) -> tuple[int, Page]:
+        page = await self.sync._fetch(self.report, number)
+        self.answers += 1
+        return self.answers, page
+
+    async def _in_order(self, number: int, answered: int, page: Page) -> Page:
+        """Page `number`, as answered after page `number - 1` or from an unchanged list.
+
+        Runs arriving at the head push everything down.  Pages answered in
+        order then overlap (harmless); but a page answered *before* its
+        predecessor, with runs arriving in between, leaves a gap at their
+        boundary.  Such a page is fetched again, now strictly after.
+        """
+        for _ in range(ORDER_REFETCHES):
+            if self.previous is None:
+                break
+            before, before_count = self.previous
+            if answered > before or (page.count is not None and page.count == before_count):
+                break
+            log.info(
+                "page_refetched_in_order",
+                stream=self.sync.stream.value,
+                page=number,
+                count=page.count,
+                previous_count=before_count,
+            )
+            answered, page = await self._fetch(number)
+        self.previous = (answered, page.count)
+        return page
+
+    async def run(self, stop: asyncio.Event | None) -> None:
+        number = self.start
+        try:
+            while True:
+                self._top_up()
+                task = self.pending.pop(number, None)
+                if task is None:
+                    raise PagingError(
+                        f"list did not end within {self.sync.settings.max_pages} pages",
+                        endpoint=self.sync.stream.value,
+                    )
+                answered, page = await task
+                page = await self._in_order(number, answered, page)
+                self.count_known = self.count_known or page.count is not None
+                self.items_seen += len(page.items)
+                self.batch.append(page)
+                self.batch_rows += len(page.items)
+                self.last_number = number
+                last = is_last_page(
+                    len(page.items),
+                    page_size=self.sync.page_size,
+                    count=page.count,
+                    seen=self.items_seen,
+                )
+                stopping = stop is not None and stop.is_set()
+                if last or stopping or self._should_flush(number + 1):
+                    await self._flush()
+                if last:
+                    self.report.completed = True
+                    self.progress.finished = True
+                    self._report_progress(page.count)
+                    return
+                if stopping:
+                    log.info(
+                        "cycle_interrupted", stream=self.sync.stream.value, next_page=number + 1
+                    )
+                    return
+                number += 1
+        except SyncdError:
+            # Whatever was fetched in order is worth keeping before giving up.
+            if self.batch:
+                await self._flush()
+            raise
+
+    def _should_flush(self, next_number: int) -> bool:
+        if self.batch_rows >= self.sync.settings.backfill_batch_rows:
+            return True
+        nxt = self.pending.get(next_number)
+        # Flush now unless the next page is already here to join the batch.
+        return nxt is None or not nxt.done()
+
+    async def _flush(self) -> None:
+        pages, self.batch, self.batch_rows = self.batch, [], 0
+        checkpoint = {
+            "kind": CHECKPOINT_KIND,
+            "purpose": self.report.kind.value,
+            "next_page": self.last_number + 1,
+            "page_size": self.sync.page_size,
+            "cycle_started_at": self.started.isoformat(),
+        }
+        await self.sync._store(self.report, pages, checkpoint)
+        self._report_progress(pages[-1].count)
+
+    def _report_progress(self, count: int | None) -> None:
+        stream, now_s = self.sync.stream.value, time.monotonic()
+        progress = self.progress
+        progress.done, progress.pages = self.items_seen, self.last_number + 1
+        progress.total = count if count is not None else progress.total
+        metrics.BACKFILL_PAGES.labels(stream).set(progress.pages)
+        if progress.total is not None:
+            total_pages = -(-progress.total // self.sync.page_size)
+            metrics.BACKFILL_TOTAL_PAGES.labels(stream).set(total_pages)
+        if progress.due_for_log(now_s, PROGRESS_LOG_EVERY_S):
+            eta = progress.eta_s(now_s)
+            log.info("backfill_progress", stream=stream, kind=self.report.kind.value,
+                     pages=progress.pages, rows=progress.done, total=progress.total,
+                     rows_per_s=round(progress.rate(now_s)),
+                     eta_s=None if eta is None else round(eta))  # fmt: skip
+        if self.sync.on_progress is not None:
+            self.sync.on_progress(progress)
+
+    async def cancel_pending(self) -> None:
+        tasks = list(self.pending.values())
+        self.pending.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
