@@ -38,6 +38,7 @@ log = structlog.get_logger("syncd.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_AUTH = 0, 1, 2, 3
 DEMO_KEY = "demo-key"
+DEMO_POLL_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -90,8 +91,13 @@ async def _demo_upstream(settings: Settings, runs: int = 500) -> AsyncIterator[S
         api_url=base_url,
         hint="no SYNCD_API_KEY and no SYNCD_DATABASE_URL: syncing the built-in fake API",
     )
+    update: dict[str, Any] = {"api_url": base_url, "api_key": SecretStr(DEMO_KEY)}
+    # The simulator changes every few seconds; a demo should show that, not a minute's wait.
+    for field in ("poll_interval_v1_s", "poll_interval_v2_s"):
+        if field not in settings.model_fields_set:
+            update[field] = DEMO_POLL_INTERVAL_S
     try:
-        yield settings.model_copy(update={"api_url": base_url, "api_key": SecretStr(DEMO_KEY)})
+        yield settings.model_copy(update=update)
     finally:
         await runner.cleanup()
 
