@@ -47,6 +47,7 @@ class FullScan:
         self.previous: tuple[int, int | None] | None = None  # (answer no., count) of the last page
         self.next_to_fetch = start
         self.count_known = False
+        self.last_count: int | None = None
         # Items before `start` are counted as if read, so the end rule can use `count`.
         self.items_seen = start * sync.page_size
         self.batch: list[Page] = []
@@ -56,12 +57,21 @@ class FullScan:
             sync.stream.value, time.monotonic(), start_items=self.items_seen, done=self.items_seen
         )
 
-    def _top_up(self) -> None:
+    def _top_up(self, number: int) -> None:
+        """Have page `number` on its way, and a few after it -- not past the promised end."""
         ahead = self.sync.settings.max_concurrency if self.count_known else 1
-        cap = self.start + self.sync.settings.max_pages
-        while len(self.pending) < ahead and self.next_to_fetch < cap:
-            number = self.next_to_fetch
-            self.pending[number] = asyncio.ensure_future(self._fetch(number))
+        limit = self.start + self.sync.settings.max_pages
+        if self.last_count is not None:
+            # Up to the page holding the last item -- or, when count is a multiple of
+            # the page size, the empty page after it that ends the list.  A list that
+            # grows meanwhile is still followed, page by page.
+            limit = min(limit, max(self.last_count // self.sync.page_size + 1, number + 1))
+        # Pages are consumed in order, so when `number` is not pending yet it is the
+        # next to fetch and the pending set is empty: the loop below sends it.
+        while len(self.pending) < ahead and self.next_to_fetch < limit:
+            self.pending[self.next_to_fetch] = asyncio.ensure_future(
+                self._fetch(self.next_to_fetch)
+            )
             self.next_to_fetch += 1
 
     async def _fetch(self, number: int) -> tuple[int, Page]:
@@ -98,7 +108,7 @@ class FullScan:
         number = self.start
         try:
             while True:
-                self._top_up()
+                self._top_up(number)
                 task = self.pending.pop(number, None)
                 if task is None:
                     raise PagingError(
@@ -108,6 +118,7 @@ class FullScan:
                 answered, page = await task
                 page = await self._in_order(number, answered, page)
                 self.count_known = self.count_known or page.count is not None
+                self.last_count = page.count if page.count is not None else self.last_count
                 self.items_seen += len(page.items)
                 self.batch.append(page)
                 self.batch_rows += len(page.items)

@@ -207,3 +207,19 @@ async def test_rate_limited_sync_completes_and_honours_retry_after(
         resume_at = req.time + req.retry_after_s
         early = [r for r in api.requests[i + 1 :] if r.time < resume_at - 0.05]
         assert early == [], f"request sent {resume_at - early[0].time:.2f}s before Retry-After"
+
+
+@pytest.mark.parametrize(("runs", "requests"), [(1000, 11), (1050, 11), (40, 1)])
+async def test_full_scan_fetches_nothing_past_the_end(
+    runs: int, requests: int, db_url: str, store: Store
+) -> None:
+    """Pages fetched ahead stop at the end `count` promises: a full page count needs the
+    empty page after it, a short last page does not."""
+    api, runner, url = await start_fake_api(FakeApiConfig(runs=runs, api_key=KEY))
+    try:
+        settings = settings_for(url, db_url, page_size_v1=100)
+        (report,) = await sync_streams(settings, store, [Source.V1])
+    finally:
+        await runner.cleanup()
+    assert report.completed and report.result.seen == runs
+    assert report.requests == requests == len(api.requests)
