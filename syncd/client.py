@@ -8,8 +8,10 @@ answer that is not data, leave here as `syncd.errors` exceptions:
     401 or code 12001                               -> AuthError, at once
     other 4xx, redirects, any other non-zero code   -> RequestRejected, at once
 
-The API key never reaches a log event, an exception message or a repr: errors
-name the endpoint path, never a URL (in query-auth mode the URL holds it).
+What an answer means is decided in `envelope.py` (pure); this module sends,
+waits and retries.  The API key never reaches a log event, an exception
+message or a repr: errors name the endpoint path, never a URL (in query-auth
+mode the URL holds it).
 """
 
 from __future__ import annotations
@@ -17,29 +19,31 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import json
 import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 import structlog
 from yarl import URL
 
 from syncd import metrics
-from syncd.backoff import parse_retry_after, retry_wait_s
+from syncd.backoff import retry_wait_s
 from syncd.config import AuthMode, Settings
+from syncd.envelope import (
+    Answer,
+    Retryable,
+    decode_answer,
+    exhausted_rate_limit,
+    scrub,
+)
 from syncd.errors import (
-    AuthError,
     ConfigError,
     RateLimited,
-    RequestRejected,
     UpstreamUnavailable,
 )
 from syncd.models import OffsetMode, Page, Source
@@ -61,10 +65,6 @@ USER_AGENT = "syncd/0.1.0"
 BACKOFF_BASE_S = 1.0
 RATE_LIMIT_RETRY_FACTOR = 4  # rate limits are expected and cheap to wait out: allow more of them
 DETECT_ATTEMPTS = 3
-RATE_LIMIT_CODES = frozenset({13000, 4290})  # v2 and legacy v1 spelling
-AUTH_CODES = frozenset({12001})
-SERVER_ERROR_CODES = frozenset({10000})
-_MESSAGE_MAX = 200
 CA_BUNDLE_HINT = (
     "TLS certificate verification failed; if a private or proxy CA signs the API's"
     " certificate, set SYNCD_CA_BUNDLE to that CA's PEM file"
@@ -73,23 +73,6 @@ CA_BUNDLE_HINT = (
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class _Retryable(UpstreamUnavailable):
-    """A failed attempt worth retrying; `reason` labels the retry metric."""
-
-    def __init__(self, problem: str, *, endpoint: str, reason: str, **kw: Any) -> None:
-        super().__init__(problem, endpoint=endpoint, **kw)
-        self.problem = problem
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    body: bytes
-    retry_after: str | None
-    location: str | None
 
 
 class CoreClawClient:
@@ -283,14 +266,14 @@ class CoreClawClient:
         while True:
             try:
                 answer = await self._send(method, endpoint, params, json_body)
-                page = _decode_answer(endpoint, answer, self._now(), secrets=self._key_forms)
+                page = decode_answer(endpoint, answer, self._now(), secrets=self._key_forms)
             except RateLimited as exc:
                 limited += 1
                 # The gate closes even when giving up: the other stream must wait too.
                 self._close_gate(exc, limited - 1)
                 if limited > self._settings.max_retries * RATE_LIMIT_RETRY_FACTOR:
-                    raise _exhausted_rate_limit(exc, limited) from exc
-            except _Retryable as exc:
+                    raise exhausted_rate_limit(exc, limited) from exc
+            except Retryable as exc:
                 failures += 1
                 if failures > self._settings.max_retries:
                     raise UpstreamUnavailable(
@@ -327,7 +310,7 @@ class CoreClawClient:
             allowed_rate_per_s=round(self._limiter.rate_per_s, 3),
         )
 
-    async def _back_off(self, exc: _Retryable, attempt: int) -> None:
+    async def _back_off(self, exc: Retryable, attempt: int) -> None:
         """Wait before retrying one failed request (only this request waits)."""
         wait_s = self._wait_s(None, attempt)
         metrics.RETRIES.labels(endpoint=exc.endpoint, reason=exc.reason).inc()
@@ -358,8 +341,8 @@ class CoreClawClient:
         endpoint: str,
         params: dict[str, str] | None,
         json_body: dict[str, Any] | None,
-    ) -> _Answer:
-        """One HTTP exchange through the limiter; aiohttp errors become `_Retryable`."""
+    ) -> Answer:
+        """One HTTP exchange through the limiter; aiohttp errors become `Retryable`."""
         query = {**(params or {}), **self._auth_params} or None
         try:
             async with (
@@ -377,7 +360,7 @@ class CoreClawClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             metrics.REQUESTS.labels(endpoint=endpoint, http_status="error").inc()
             reason = "timeout" if isinstance(exc, TimeoutError) else "connection"
-            problem = _scrub(f"{type(exc).__name__}: {exc}".rstrip(": "), *self._key_forms)
+            problem = scrub(f"{type(exc).__name__}: {exc}".rstrip(": "), *self._key_forms)
             if isinstance(exc, aiohttp.ClientConnectorCertificateError):
                 # Retrying cannot fix a certificate: fail the cycle now, loudly.
                 raise UpstreamUnavailable(
@@ -387,192 +370,14 @@ class CoreClawClient:
             # plain or URL-encoded (query-auth URLs appear in some aiohttp messages).
             text = f"{exc!r} {exc}"
             cause = None if any(form in text for form in self._key_forms) else exc
-            raise _Retryable(problem, endpoint=endpoint, reason=reason) from cause
+            raise Retryable(problem, endpoint=endpoint, reason=reason) from cause
         metrics.REQUESTS.labels(endpoint=endpoint, http_status=str(response.status)).inc()
-        return _Answer(
+        return Answer(
             status=response.status,
             body=body,
             retry_after=response.headers.get("Retry-After"),
             location=response.headers.get("Location"),
         )
-
-
-# -- decoding (pure: status + body in, Page or exception out) ---------------
-
-
-def _decode_answer(
-    endpoint: str, answer: _Answer, now: dt.datetime, *, secrets: tuple[str, ...]
-) -> Page:
-    """Turn one HTTP answer into a Page, or raise what it means."""
-    envelope = _json_object(answer.body)
-    code = _as_int(envelope.get("code")) if envelope is not None else None
-    status = answer.status
-    if status == 429 or code in RATE_LIMIT_CODES:
-        raise RateLimited(
-            "CoreClaw asked us to slow down",
-            endpoint=endpoint,
-            http_status=status,
-            app_code=code,
-            retry_after_s=parse_retry_after(answer.retry_after, now),
-        )
-    if status == 401 or code in AUTH_CODES:
-        raise AuthError(
-            f"CoreClaw rejected the API key (HTTP {status}): check SYNCD_API_KEY",
-            endpoint=endpoint,
-            http_status=status,
-            app_code=code,
-        )
-    if status >= 500 or status == 408 or code in SERVER_ERROR_CODES:
-        raise _Retryable(
-            f"HTTP {status}" + (f" code {code}" if code else ""),
-            endpoint=endpoint,
-            reason="server_error",
-            http_status=status,
-            app_code=code,
-        )
-    if status >= 300:
-        raise _rejected(endpoint, answer, envelope, code, secrets)
-    return _decode_ok(endpoint, status, envelope, code, secrets)
-
-
-def _decode_ok(
-    endpoint: str,
-    status: int,
-    envelope: dict[str, Any] | None,
-    code: int | None,
-    secrets: tuple[str, ...],
-) -> Page:
-    if envelope is None:
-        raise _Retryable(
-            f"HTTP {status} with a body that is not a JSON object",
-            endpoint=endpoint,
-            reason="bad_body",
-            http_status=status,
-        )
-    if code is None:
-        raise _Retryable(
-            f"HTTP {status} with no integer `code` in the body",
-            endpoint=endpoint,
-            reason="bad_body",
-            http_status=status,
-        )
-    if code != 0:
-        # A 200 with a non-zero code is never data (v1 reports errors this way).
-        raise RequestRejected(
-            f"CoreClaw rejected the request: {_message(envelope, secrets)}",
-            endpoint=endpoint,
-            http_status=status,
-            app_code=code,
-        )
-    data = envelope.get("data")
-    items = data.get("list") if isinstance(data, dict) else None
-    if not isinstance(data, dict) or not isinstance(items, list):
-        raise _Retryable(
-            f"HTTP {status} with code 0 but no `data.list` array",
-            endpoint=endpoint,
-            reason="bad_body",
-            http_status=status,
-            app_code=0,
-        )
-    request_id = envelope.get("request_id")
-    return Page(
-        items=items,
-        count=_as_count(data.get("count")),
-        page_index=_as_count(data.get("page_index")),
-        page_size=_as_count(data.get("page_size")),
-        request_id=request_id if isinstance(request_id, str) else None,
-    )
-
-
-def _rejected(
-    endpoint: str,
-    answer: _Answer,
-    envelope: dict[str, Any] | None,
-    code: int | None,
-    secrets: tuple[str, ...],
-) -> RequestRejected:
-    if answer.status < 400:
-        # Location is shown without its query: that is where a query token would be.
-        target = (answer.location or "?").split("?", 1)[0]
-        detail = f"unexpected redirect to {_scrub(target, *secrets)}: check SYNCD_API_URL"
-    else:
-        detail = _message(envelope, secrets) if envelope is not None else "no JSON body"
-    return RequestRejected(
-        f"CoreClaw rejected the request (HTTP {answer.status}): {detail}",
-        endpoint=endpoint,
-        http_status=answer.status,
-        app_code=code,
-    )
-
-
-def _exhausted_rate_limit(exc: RateLimited, attempts: int) -> RateLimited:
-    return RateLimited(
-        f"CoreClaw still rate limiting after {attempts} attempts",
-        endpoint=exc.endpoint,
-        http_status=exc.http_status,
-        app_code=exc.app_code,
-        retry_after_s=exc.retry_after_s,
-    )
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        value = _lenient_json(body)
-    return value if isinstance(value, dict) else None
-
-
-def _lenient_json(body: bytes) -> Any:
-    """The stdlib parser accepts what orjson refuses (lone UTF-16 surrogates in strings);
-    one such character must not make a whole page unreadable forever."""
-    try:
-        return _replace_surrogates(json.loads(body))
-    except (ValueError, RecursionError):
-        return None
-
-
-def _replace_surrogates(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if isinstance(value, list):
-        return [_replace_surrogates(v) for v in value]
-    if isinstance(value, dict):
-        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
-    return value
-
-
-def _as_int(value: object) -> int | None:
-    """An int, or an int-like string; anything else (bool, float, junk) is None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").isdigit() and text.isascii():
-            return int(text)
-    return None
-
-
-def _as_count(value: object) -> int | None:
-    number = _as_int(value)
-    return number if number is not None and number >= 0 else None
-
-
-def _message(envelope: dict[str, Any] | None, secrets: tuple[str, ...]) -> str:
-    raw = envelope.get("message") if envelope is not None else None
-    text = raw if isinstance(raw, str) and raw.strip() else "no message"
-    # Scrub before cutting: a cut could leave a prefix of the key that no longer matches.
-    return _scrub(text.strip(), *secrets)[:_MESSAGE_MAX]
-
-
-def _scrub(text: str, *secrets: str) -> str:
-    """Upstream text is echoed into errors; make sure it cannot echo the key."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _secret_forms(secret: str) -> tuple[str, ...]:
