@@ -139,3 +139,12 @@ async def make_db(
     yield make
     for name in names:
         await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No SYNCD_* from the outer environment, and no stray .env (here or for subprocesses)."""
+    for name in list(os.environ):
+        if name.startswith("SYNCD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -163,13 +162,12 @@ async def test_run_without_key_or_database_is_the_demo(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "pgdata" / "PG_VERSION").is_file()
 
 
+@pytest.mark.usefixtures("clean_env")
 async def test_demo_polls_often_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
     """Demo mode syncs the simulator every few seconds; an explicit interval still wins."""
     from syncd.cli import DEMO_POLL_INTERVAL_S, _demo_upstream
     from syncd.config import load_settings
 
-    for name in [n for n in os.environ if n.startswith("SYNCD_")]:
-        monkeypatch.delenv(name)
     monkeypatch.setenv("SYNCD_POLL_INTERVAL_V2", "42")
     async with _demo_upstream(load_settings()) as demo:
         assert demo.api_url.startswith("http://127.0.0.1:")

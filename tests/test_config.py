@@ -10,16 +10,7 @@ from syncd.config import AuthMode, LogFormat, load_settings
 from syncd.errors import ConfigError
 from syncd.models import OffsetMode
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No SYNCD_* from the outer environment, and no stray .env file."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("SYNCD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def test_spec_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

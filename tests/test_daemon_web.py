@@ -40,6 +40,12 @@ def make_settings(url: str, db_url: str, **extra: Any) -> Settings:
     return load_settings(**values)
 
 
+async def sync_both_once(settings: Settings, store: Store) -> None:
+    async with CoreClawClient(settings) as client:
+        for stream in (Source.V1, Source.V2):
+            await StreamSync(stream, client, store, settings).run_cycle()
+
+
 async def run_until(daemon: Daemon, condition: Any, timeout_s: float = 30) -> None:
     task = asyncio.create_task(daemon.run())
     try:
@@ -106,9 +112,7 @@ async def test_health_readiness_and_metrics(
         response = await http.get("/readyz")
         assert response.status == 503
         assert "has not synced successfully yet" in " ".join((await response.json())["reasons"])
-        async with CoreClawClient(settings) as client:
-            for stream in (Source.V1, Source.V2):
-                await StreamSync(stream, client, store, settings).run_cycle()
+        await sync_both_once(settings, store)
         assert (await http.get("/readyz")).status == 200
         metrics = await (await http.get("/metrics")).text()
     assert 'syncd_rows_total{outcome="inserted",stream="v1"}' in metrics
@@ -124,9 +128,7 @@ async def test_readyz_reports_a_stale_stream(
     """A stream whose last success is older than three intervals makes /readyz 503."""
     _, url = fake
     settings = make_settings(url, db_url)
-    async with CoreClawClient(settings) as client:
-        for stream in (Source.V1, Source.V2):
-            await StreamSync(stream, client, store, settings).run_cycle()
+    await sync_both_once(settings, store)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
     app = create_app(store, settings, [Source.V1, Source.V2], now=lambda: later)
     async with TestClient(TestServer(app, host="127.0.0.1")) as http:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import ssl
 import traceback
@@ -55,13 +54,7 @@ PIECE = 8  # this much of a secret is a leak too
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No SYNCD_* from the outer environment, and no .env file (here or for subprocesses)."""
-    for name in list(os.environ):
-        if name.startswith("SYNCD_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def secret_forms(secret: str) -> set[str]:
