@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from jsonschema import Draft201909Validator
-from pydantic import AliasChoices, SecretStr
+from pydantic import AliasChoices
 
 from syncd.config import Settings
 
@@ -98,7 +98,14 @@ def compose_schema() -> dict[str, Any]:
 
 
 def compose_variables() -> set[str]:
-    return {a or b for a, b in COMPOSE_VAR.findall(compose_text())}
+    """Every variable Compose reads from the shell or .env: each `${VAR}`, and each
+    valueless `environment` entry (resolved from the shell, else .env)."""
+    names = {a or b for a, b in COMPOSE_VAR.findall(compose_text())}
+    for service in compose()["services"].values():
+        environment = service.get("environment", {})
+        assert isinstance(environment, dict), "use the mapping form of environment"
+        names.update(name for name, value in environment.items() if value is None)
+    return names
 
 
 @dataclass
@@ -211,34 +218,50 @@ def test_compose_schema_rejects_an_unknown_service_key() -> None:
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
-    """Each ${VAR} that docker-compose.yml interpolates has an entry in .env.example."""
+    """Each variable docker-compose.yml reads (${VAR} or a valueless entry) is in .env.example."""
     variables = compose_variables()
     assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "SYNCD_API_KEY"} <= variables
     documented = {name for _, name, _ in env_example_entries()}
     assert sorted(variables - documented) == []
 
 
-def test_compose_forwards_every_setting_with_syncds_own_default() -> None:
-    """The shared environment passes each setting from .env, falling back to config.py's default."""
+def test_compose_forwards_settings_without_repeating_their_defaults() -> None:
+    """Each setting is a valueless entry: Compose passes what the shell or .env sets,
+    and leaves the rest unset so syncd applies config.py's default, never a copy of it."""
     environment = compose()["services"]["syncd"]["environment"]
     names = settings_env_names()
-    expected = sorted(set(names) - set(NOT_FORWARDED_BY_COMPOSE))
-    assert sorted(n for n in environment if n in names and n not in NOT_FORWARDED_BY_COMPOSE) == (
-        expected
+    forwarded = sorted(n for n in environment if n in names and n not in NOT_FORWARDED_BY_COMPOSE)
+    assert forwarded, "no setting is forwarded"
+    repeated = {n: environment[n] for n in forwarded if environment[n] is not None}
+    assert repeated == {}, (
+        "forward these as valueless entries (`NAME:`): a value here, such as "
+        "${NAME:-<default>}, would keep an old default when config.py changes"
     )
-    for env_name in expected:
-        match = re.fullmatch(r"\$\{(\w+):-(.*)\}", str(environment[env_name]))
-        assert match, f"{env_name} should be ${{{env_name}:-<default>}}"
-        assert match.group(1) == env_name
-        field_name = names[env_name]
-        default = Settings.model_fields[field_name].get_default(call_default_factory=True)
-        if default is None:
-            assert match.group(2) == "", f"{env_name}: an unset optional setting must stay empty"
-            continue
-        parsed = getattr(Settings(_env_file=None, **{field_name: match.group(2)}), field_name)
-        if isinstance(parsed, SecretStr):
-            parsed = parsed.get_secret_value()
-        assert parsed == default, f"{env_name}: compose falls back to {match.group(2)!r}"
+
+
+def test_compose_still_forwards_every_user_settable_setting() -> None:
+    """Every setting a user may set in .env reaches the containers; the deliberate
+    exceptions stay out (or, for the database URL, are built for the compose network)."""
+    environment = compose()["services"]["syncd"]["environment"]
+    names = settings_env_names()
+    unknown = sorted(n for n in environment if n.startswith("SYNCD_") and n not in names)
+    assert unknown == [], "not a variable Settings reads"
+    expected = sorted(set(names) - set(NOT_FORWARDED_BY_COMPOSE))
+    assert sorted(n for n in environment if n in expected) == expected
+    kept_out = sorted(n for n in NOT_FORWARDED_BY_COMPOSE if n in environment)
+    assert kept_out == ["SYNCD_DATABASE_URL"]
+
+
+def test_compose_repeats_no_setting_default_outside_the_port_mapping() -> None:
+    """No `${SYNCD_*:-default}` anywhere but the host port mapping, which needs a
+    number; that one must be config.py's default."""
+    names = settings_env_names()
+    with_default = re.compile(r"\$\{(SYNCD_[A-Z0-9_]+):?-([^}]*)\}")
+    found = set(with_default.findall(compose_text()))
+    assert {name for name, _ in found} <= {"SYNCD_HTTP_PORT"}, f"defaults repeated: {found}"
+    for name, value in found:
+        default = Settings.model_fields[names[name]].get_default(call_default_factory=True)
+        assert value == str(default), f"{name}: compose falls back to {value!r}"
 
 
 def test_syncd_and_migrate_share_one_environment_pointing_at_postgres() -> None:
