@@ -14,6 +14,26 @@ parameter checks (v2 400/404/422, v1 HTTP 200 code 4000), then at most one
 fault ("faults").  Everything random is drawn from RNGs seeded by
 ``FakeApiConfig.seed``, so the same requests in the same order meet the same
 answers.  The dataset itself lives in :mod:`syncd.fakedata`.
+
+Upstream's open questions (SPEC section 1) are settings, so a client can be tried
+against each answer:
+
+* ``offset_mode`` -- what v2 ``offset`` counts.  ``items``: an item offset from 0
+  (``page_index`` echoes ``offset // limit + 1``).  ``pages0``: a 0-based page
+  number, offset=k serves items ``k*limit..`` and echoes ``page_index`` k+1 (the
+  vendor's CLI; ``pages`` is an alias).  ``pages1``: a 1-based page number (the
+  vendor's public docs), offset=0 behaves like 1, offset=k serves items
+  ``(k-1)*limit..`` and echoes ``page_index`` ``max(k, 1)``.
+* ``quota_scope`` -- what the "ratelimit" token bucket (``rate_limit_rps``,
+  ``rate_limit_burst``) and its Retry-After blocking belong to: ``key`` (one
+  bucket per API key, shared by both endpoints) or ``endpoint`` (one per key and
+  endpoint).  ``RequestRecord.early`` means the request arrived before a
+  Retry-After announced for the same bucket had passed.
+* ``latency_ms`` / ``latency_jitter_ms`` -- a far API: every ``/api/`` answer is
+  held back that long (plus or minus a seeded uniform jitter), computed on
+  arrival and then delivered after an ``asyncio.sleep``, so concurrent requests
+  overlap like network round trips and the rate limiter counts arrivals.  The
+  ``/_fake/`` routes answer at once.
 """
 
 from __future__ import annotations
@@ -36,6 +56,11 @@ from aiohttp import web
 from syncd.fakedata import Api, Dataset, Listing, mix
 
 SCENARIOS = frozenset({"churn", "ratelimit", "faults", "badrecords"})
+OffsetMode = Literal["items", "pages0", "pages1"]
+OFFSET_MODES: tuple[OffsetMode, ...] = ("items", "pages0", "pages1")
+OFFSET_MODE_ALIASES: dict[str, OffsetMode] = {"pages": "pages0"}
+QuotaScope = Literal["key", "endpoint"]
+QUOTA_SCOPES: tuple[QuotaScope, ...] = ("key", "endpoint")
 FAULT_KINDS = (
     "http500",  # HTTP 500 code 10000, sometimes for 1-3 requests in a row
     "http503",  # the same with 503
@@ -70,12 +95,15 @@ class FakeApiConfig:
     runs: int = 500  # initial history size
     seed: int = 1
     api_key: str = "demo-key"
-    offset_mode: Literal["items", "pages"] = "items"  # what v2 `offset` means
+    # what v2 `offset` counts: "items" (item offset from 0), "pages0" (0-based page number,
+    # the vendor CLI's reading) or "pages1" (1-based, the public docs'); "pages" = "pages0"
+    offset_mode: Literal["items", "pages0", "pages1", "pages"] = "items"
     workers: int = 12  # distinct scraper_slugs
     in_flight: int = 10  # newest runs that start non-terminal
     scenarios: frozenset[str] = frozenset()  # subset of SCENARIOS
-    rate_limit_rps: float = 10.0  # token bucket per API key ("ratelimit")
-    rate_limit_burst: int = 10
+    rate_limit_rps: float = 10.0  # "ratelimit": token bucket refill rate per quota_scope
+    rate_limit_burst: int = 10  # ... and its size
+    quota_scope: QuotaScope = "key"  # one bucket per "key" (both endpoints) or per key+"endpoint"
     retry_after_ratio: float = 0.5  # share of rate-limit answers carrying Retry-After
     retry_after_date_ratio: float = 0.25  # share of those Retry-After values sent as HTTP-date
     ratelimit_http200_ratio: float = 0.2  # share of rate-limit answers sent as HTTP 200
@@ -86,15 +114,30 @@ class FakeApiConfig:
     slow_s: float = 5.0  # "faults": how long a slow response takes
     bad_every: int = 25  # "badrecords": one bad item after this many good runs
     v1_max_page_size: int = 500  # v1 page_size above this is silently capped
+    latency_ms: float = 0.0  # far API: every /api/ answer is delivered this much later
+    latency_jitter_ms: float = 0.0  # ... plus or minus up to this (seeded uniform), never < 0
 
     def __post_init__(self) -> None:
         self.scenarios = frozenset(self.scenarios)
         if unknown := self.scenarios - SCENARIOS:
             raise ValueError(f"unknown scenarios {sorted(unknown)}; known: {sorted(SCENARIOS)}")
-        if self.offset_mode not in ("items", "pages"):
-            raise ValueError(f"offset_mode must be 'items' or 'pages', not {self.offset_mode!r}")
+        self.offset_mode = normalise_offset_mode(self.offset_mode)
+        if self.quota_scope not in QUOTA_SCOPES:
+            raise ValueError(f"quota_scope must be 'key' or 'endpoint', not {self.quota_scope!r}")
         if self.runs < 0 or self.workers < 1 or self.bad_every < 1:
             raise ValueError("runs must be >= 0, workers and bad_every >= 1")
+        if not (self.latency_ms >= 0 and self.latency_jitter_ms >= 0):
+            raise ValueError("latency_ms and latency_jitter_ms must be >= 0")
+
+
+def normalise_offset_mode(value: str) -> OffsetMode:
+    """The canonical offset_mode of a name or alias ("pages" -> "pages0"); ValueError if none."""
+    name = OFFSET_MODE_ALIASES.get(str(value), str(value))  # a str enum becomes its plain value
+    for mode in OFFSET_MODES:
+        if name == mode:
+            return mode
+    known = ", ".join([*OFFSET_MODES, *OFFSET_MODE_ALIASES])
+    raise ValueError(f"offset_mode must be one of {known}, not {value!r}")
 
 
 @dataclass
@@ -110,8 +153,9 @@ class RequestRecord:
     code: int | None = None  # app code sent in a JSON body
     retry_after: str | None = None  # Retry-After header sent, verbatim
     retry_after_s: float | None = None  # ... and the wait it enforces (an HTTP-date is later)
-    early: bool = False  # arrived before an earlier Retry-After for this key had passed
+    early: bool = False  # arrived before a Retry-After announced for its bucket had passed
     fault: str | None = None  # the FAULT_KINDS entry applied
+    latency_s: float = 0.0  # the far-API delay drawn for this answer (latency_ms +- jitter)
 
 
 class _ApiError(Exception):
@@ -163,9 +207,10 @@ class FakeApi:
         )
         self.requests: list[RequestRecord] = []
         self._rejects: dict[int, dict[str, Any]] = {}
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[tuple[str, Api | None], _Bucket] = {}
         self._rate_rng = random.Random(mix(config.seed, 1, 200))
         self._faults = _Faults(random.Random(mix(config.seed, 2, 200)))
+        self._latency_rng = random.Random(mix(config.seed, 3, 200))
         self._seq = 0
         self.app = web.Application()
         self.app.add_routes(
@@ -213,20 +258,36 @@ class FakeApi:
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         rec = self._arrive(request, dict(request.query))
         not_found = _ApiError(404, 11004, "Not Found")
-        return self._finish(rec, self._error_response(rec, "v2", not_found))
+        resp = self._error_response(rec, "v2", not_found)
+        await self._far_away(rec)
+        return self._finish(rec, resp)
 
     async def _handle(self, request: web.Request, api: Api, params: Any) -> web.StreamResponse:
         rec = self._arrive(request, params if isinstance(params, dict) else {"_body": params})
+        answer: web.Response | bytes
         try:
-            resp = await self._answer(request, api, rec, params)
+            answer = await self._answer(request, api, rec, params)
         except _ApiError as err:
-            resp = self._error_response(rec, api, err)
-        return self._finish(rec, resp)
+            answer = self._error_response(rec, api, err)
+        await self._far_away(rec)
+        if isinstance(answer, bytes):  # "reset": half of this body, then a dropped connection
+            return self._finish(rec, await _reset_midway(request, answer))
+        return self._finish(rec, answer)
 
     def _arrive(self, request: web.Request, params: dict[str, Any]) -> RequestRecord:
         rec = RequestRecord(time.monotonic(), request.method, request.path, params)
+        cfg = self.config
+        if cfg.latency_ms > 0 or cfg.latency_jitter_ms > 0:  # drawn in arrival order
+            jitter = self._latency_rng.uniform(-cfg.latency_jitter_ms, cfg.latency_jitter_ms)
+            rec.latency_s = max(0.0, cfg.latency_ms + jitter) / 1000
         self.requests.append(rec)
         return rec
+
+    @staticmethod
+    async def _far_away(rec: RequestRecord) -> None:
+        """Hold a computed answer back for the request's round trip (the loop serves others)."""
+        if rec.latency_s > 0:
+            await asyncio.sleep(rec.latency_s)
 
     @staticmethod
     def _finish(rec: RequestRecord, resp: web.StreamResponse) -> web.StreamResponse:
@@ -235,7 +296,8 @@ class FakeApi:
 
     async def _answer(
         self, request: web.Request, api: Api, rec: RequestRecord, params: Any
-    ) -> web.StreamResponse:
+    ) -> web.Response | bytes:
+        """The answer to send (bytes: a body to cut by a "reset"); _ApiError for error answers."""
         key = self._authenticate(request, rec)
         if key != self.config.api_key:
             raise _ApiError(*_UNAUTHORIZED)
@@ -259,7 +321,7 @@ class FakeApi:
                 body=body[: rng.randrange(1, len(body))], content_type="application/json"
             )
         if fault == "reset":
-            return await _reset_midway(request, body)
+            return body
         return web.Response(body=body, content_type="application/json")
 
     def _error_response(self, rec: RequestRecord, api: Api, err: _ApiError) -> web.Response:
@@ -295,9 +357,10 @@ class FakeApi:
         return None
 
     def _rate_limit(self, rec: RequestRecord, api: Api, key: str) -> None:
-        """Spend a token of this key's bucket, or raise a seeded rate-limit answer."""
+        """Spend a token of this key's (or key and endpoint's) bucket, or raise a seeded 429."""
         cfg, rng, now = self.config, self._rate_rng, rec.time
-        bucket = self._buckets.setdefault(key, _Bucket(float(cfg.rate_limit_burst), now))
+        scope = (key, api if cfg.quota_scope == "endpoint" else None)
+        bucket = self._buckets.setdefault(scope, _Bucket(float(cfg.rate_limit_burst), now))
         rps = max(cfg.rate_limit_rps, 1e-6)
         bucket.tokens = min(
             float(cfg.rate_limit_burst), bucket.tokens + (now - bucket.updated) * rps
@@ -339,8 +402,11 @@ class FakeApi:
                 raise _ApiError(422, 11000, "Unprocessable Entity")
             statuses = frozenset({status})
         listing = self.data.select(worker, statuses)
-        if self.config.offset_mode == "pages":
+        if self.config.offset_mode == "pages0":
             return _Page(listing, offset * limit, limit, offset + 1)
+        if self.config.offset_mode == "pages1":
+            page = max(offset, 1)
+            return _Page(listing, (page - 1) * limit, limit, page)
         return _Page(listing, offset, limit, offset // limit + 1)
 
     def _parse_v1(self, body: Any) -> _Page:
@@ -512,9 +578,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=d.api_key)
     parser.add_argument(
         "--offset-mode",
-        choices=("items", "pages"),
+        type=_offset_mode_arg,
+        choices=OFFSET_MODES,
         default=d.offset_mode,
-        help="what v2 `offset` counts",
+        help="what v2 `offset` counts: items (from 0), pages0 (0-based page number), "
+        "pages1 (1-based, the vendor docs); pages = pages0",
     )
     parser.add_argument("--workers", type=int, default=d.workers)
     parser.add_argument("--in-flight", type=int, default=d.in_flight)
@@ -528,12 +596,37 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate-limit-rps", type=float, default=d.rate_limit_rps)
     parser.add_argument("--rate-limit-burst", type=int, default=d.rate_limit_burst)
     parser.add_argument("--retry-after-ratio", type=float, default=d.retry_after_ratio)
+    parser.add_argument(
+        "--quota-scope",
+        choices=QUOTA_SCOPES,
+        default=d.quota_scope,
+        help="ratelimit bucket per API key (both endpoints) or per key and endpoint",
+    )
     parser.add_argument("--churn-new-per-tick", type=int, default=d.churn_new_per_tick)
     parser.add_argument("--churn-finish-per-tick", type=int, default=d.churn_finish_per_tick)
     parser.add_argument("--tick-s", type=float, default=d.tick_s)
     parser.add_argument("--fault-rate", type=float, default=d.fault_rate)
     parser.add_argument("--slow-s", type=float, default=d.slow_s)
     parser.add_argument("--v1-max-page-size", type=int, default=d.v1_max_page_size)
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=d.latency_ms,
+        help="far API: delay every /api/ answer by this many ms (concurrent requests overlap)",
+    )
+    parser.add_argument(
+        "--latency-jitter-ms",
+        type=float,
+        default=d.latency_jitter_ms,
+        help="plus or minus up to this many ms on each delay (seeded)",
+    )
+
+
+def _offset_mode_arg(value: str) -> OffsetMode:
+    try:
+        return normalise_offset_mode(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def config_from_args(args: argparse.Namespace) -> FakeApiConfig:

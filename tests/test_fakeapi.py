@@ -84,11 +84,11 @@ async def v1_page(http: aiohttp.ClientSession, url: str, **payload: Any) -> dict
 
 
 async def all_v2(
-    http: aiohttp.ClientSession, url: str, limit: int, pages_mode: bool = False, **filters: Any
+    http: aiohttp.ClientSession, url: str, limit: int, offset_mode: str = "items", **filters: Any
 ) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for page in range(10_000):
-        offset = page if pages_mode else page * limit
+        offset = {"items": page * limit, "pages0": page, "pages1": page + 1}[offset_mode]
         data = (await v2_page(http, url, offset=offset, limit=limit, **filters))["data"]
         assert data["page_index"] == page + 1 and data["page_size"] == limit
         items += data["list"]
@@ -150,12 +150,53 @@ async def test_v2_items_mode_echoes_page_index_for_unaligned_offset(
     assert data["list"] == [as_v2(r) for r in api.truth()[45:65]]
 
 
+@pytest.mark.parametrize("mode", ["pages", "pages0", "pages1"])
 async def test_v2_pages_mode_paging_returns_exactly_truth(
-    serve: Serve, http: aiohttp.ClientSession
+    serve: Serve, http: aiohttp.ClientSession, mode: str
 ) -> None:
-    """With offset_mode=pages, offset is a 0-based page number (page_index = offset + 1)."""
-    api, url = await serve(runs=250, offset_mode="pages")
-    assert await all_v2(http, url, 30, pages_mode=True) == [as_v2(r) for r in api.truth()]
+    """With a page reading, paging by page numbers (0- or 1-based) yields exactly truth."""
+    api, url = await serve(runs=250, offset_mode=mode)
+    reading = "pages0" if mode == "pages" else mode
+    assert await all_v2(http, url, 30, offset_mode=reading) == [as_v2(r) for r in api.truth()]
+
+
+@pytest.mark.parametrize(
+    ("mode", "starts", "page_indexes"),
+    [
+        ("items", [0, 1, 2], [1, 1, 1]),
+        ("pages0", [0, 10, 20], [1, 2, 3]),
+        ("pages", [0, 10, 20], [1, 2, 3]),
+        ("pages1", [0, 0, 10], [1, 1, 2]),
+    ],
+)
+async def test_v2_offset_readings_for_offsets_0_1_2(
+    serve: Serve,
+    http: aiohttp.ClientSession,
+    mode: str,
+    starts: list[int],
+    page_indexes: list[int],
+) -> None:
+    """Each reading of `offset` serves its own first item and echoes its own page_index."""
+    api, url = await serve(runs=100, offset_mode=mode)
+    truth = [as_v2(r) for r in api.truth()]
+    for offset, start, page_index in zip([0, 1, 2], starts, page_indexes, strict=True):
+        data = (await v2_page(http, url, offset=offset, limit=10))["data"]
+        assert (data["page_index"], data["page_size"], data["count"]) == (page_index, 10, 100)
+        assert data["list"] == truth[start : start + 10], (mode, offset)
+
+
+async def test_pages_is_an_alias_of_pages0(serve: Serve, http: aiohttp.ClientSession) -> None:
+    """offset_mode "pages" normalises to "pages0" and answers byte for byte like it."""
+    assert FakeApiConfig(offset_mode="pages").offset_mode == "pages0"
+    assert FakeApiConfig(offset_mode="pages1").offset_mode == "pages1"
+    with pytest.raises(ValueError, match="offset_mode"):
+        FakeApiConfig(offset_mode="page")  # type: ignore[arg-type]
+    bodies = []
+    for mode in ("pages", "pages0"):
+        api, url = await serve(runs=60, offset_mode=mode)
+        assert api.config.offset_mode == "pages0"
+        bodies.append([await v2_page(http, url, offset=k, limit=7) for k in range(10)])
+    assert bodies[0] == bodies[1]
 
 
 async def test_v1_paging_returns_exactly_truth(serve: Serve, http: aiohttp.ClientSession) -> None:
@@ -627,7 +668,8 @@ async def test_cli_arguments_build_config_and_serve_forever_announces(
         ]
     )
     config = config_from_args(args)
-    assert (config.runs, config.offset_mode, config.api_key) == (42, "pages", "k1")
+    assert (config.runs, config.offset_mode, config.api_key) == (42, "pages0", "k1")
+    assert (config.latency_ms, config.latency_jitter_ms, config.quota_scope) == (0, 0, "key")
     assert config.scenarios == {"churn", "faults", "ratelimit"}
     all_args = parser.parse_args(["--scenario", "all"])
     assert config_from_args(all_args).scenarios == {"churn", "faults", "ratelimit", "badrecords"}
@@ -643,3 +685,154 @@ async def test_cli_arguments_build_config_and_serve_forever_announces(
         await task
     assert out.startswith("fake-api listening on http://127.0.0.1:")
     assert out.rstrip().endswith("(42 runs, key=k1)") and out.count("\n") == 1
+
+
+async def test_cli_new_options_map_to_config() -> None:
+    """--offset-mode pages1, --latency-ms, --latency-jitter-ms, --quota-scope reach the config."""
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--offset-mode",
+            "pages1",
+            "--latency-ms",
+            "150",
+            "--latency-jitter-ms",
+            "40.5",
+            "--quota-scope",
+            "endpoint",
+        ]
+    )
+    config = config_from_args(args)
+    assert (config.offset_mode, config.quota_scope) == ("pages1", "endpoint")
+    assert (config.latency_ms, config.latency_jitter_ms) == (150, 40.5)
+    for bad in (["--offset-mode", "pages2"], ["--quota-scope", "account"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+    with pytest.raises(ValueError, match="quota_scope"):
+        FakeApiConfig(quota_scope="account")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="latency"):
+        FakeApiConfig(latency_ms=-1)
+
+
+# ---- far API: latency --------------------------------------------------------
+
+
+async def timed(call: Awaitable[Any]) -> float:
+    started = time.perf_counter()
+    await call
+    return time.perf_counter() - started
+
+
+async def test_latency_delays_every_api_answer(serve: Serve, http: aiohttp.ClientSession) -> None:
+    """With latency_ms, v2, v1, error and unknown-path answers all take at least that long."""
+    api, url = await serve(runs=30, latency_ms=200)
+
+    async def status(method: str, path: str, headers: dict[str, str]) -> int:
+        async with http.request(method, url + path, headers=headers, json={}) as resp:
+            await resp.read()
+            return resp.status
+
+    assert await timed(v2_page(http, url, limit=5)) >= 0.9 * 0.2
+    assert await timed(v1_page(http, url, page_index=1, page_size=5)) >= 0.9 * 0.2
+    assert await timed(status("GET", V2, {})) >= 0.9 * 0.2  # 401
+    assert await timed(status("GET", "/api/v2/nothing", AUTH)) >= 0.9 * 0.2  # 404
+    assert [r.status for r in api.requests] == [200, 200, 401, 404]
+    assert all(r.latency_s == 0.2 for r in api.requests)
+
+
+async def test_latency_lets_concurrent_requests_overlap(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    """Five concurrent 200 ms requests wait side by side, not one after another."""
+    _, url = await serve(runs=100, latency_ms=200)
+    n, latency = 5, 0.2
+    started = time.perf_counter()
+    each = await asyncio.gather(
+        *(timed(v2_page(http, url, offset=10 * i, limit=10)) for i in range(n))
+    )
+    elapsed = time.perf_counter() - started
+    assert all(t >= 0.9 * latency for t in each)
+    assert elapsed < n * latency * 0.6, elapsed
+
+
+async def test_latency_jitter_is_seeded_and_bounded(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    """Jitter draws vary within latency +- jitter, the same for the same seed."""
+    drawn = []
+    for seed in (5, 5, 6):
+        api, url = await serve(runs=20, latency_ms=30, latency_jitter_ms=20, seed=seed)
+        for _ in range(8):
+            await v2_page(http, url, limit=2)
+        drawn.append([r.latency_s for r in api.requests])
+    assert drawn[0] == drawn[1] != drawn[2]
+    assert all(0.01 <= s <= 0.05 for s in drawn[0] + drawn[2])
+    assert len(set(drawn[0])) > 1
+
+
+async def test_no_latency_by_default(serve: Serve, http: aiohttp.ClientSession) -> None:
+    api, url = await serve(runs=5)
+    await v2_page(http, url)
+    assert api.config.latency_ms == 0 and api.requests[0].latency_s == 0
+
+
+# ---- quota scope -------------------------------------------------------------
+
+
+async def call(http: aiohttp.ClientSession, url: str, endpoint: str) -> int:
+    """One request to "v1" or "v2": its app code (0, or 13000/4290 when rate limited)."""
+    method, path = ("GET", V2) if endpoint == "v2" else ("POST", V1)
+    async with http.request(method, url + path, headers=AUTH, json={}) as resp:
+        code: int = (await resp.json())["code"]
+        return code
+
+
+@pytest.mark.parametrize("scope", ["key", "endpoint"])
+async def test_quota_scope_decides_whether_v1_exhausts_v2(
+    serve: Serve, http: aiohttp.ClientSession, scope: str
+) -> None:
+    """Emptying the v1 bucket rate limits v2 with one bucket per key, not per endpoint."""
+    api, url = await serve(
+        runs=10,
+        scenarios=frozenset({"ratelimit"}),
+        rate_limit_rps=0.01,
+        rate_limit_burst=3,
+        retry_after_ratio=0,
+        quota_scope=scope,
+    )
+    assert [await call(http, url, "v1") for _ in range(4)][:3] == [0, 0, 0]
+    assert api.requests[-1].code in (13000, 4290)
+    v2 = [await call(http, url, "v2") for _ in range(4)]
+    if scope == "key":
+        assert all(code == 13000 for code in v2)
+    else:
+        assert v2[:3] == [0, 0, 0] and v2[3] == 13000
+    assert await call(http, url, "v1") != 0
+
+
+@pytest.mark.parametrize("scope", ["key", "endpoint"])
+async def test_early_is_judged_per_bucket(
+    serve: Serve, http: aiohttp.ClientSession, scope: str
+) -> None:
+    """`early` flags a request that ignores a Retry-After announced for its own bucket."""
+    api, url = await serve(
+        runs=10,
+        scenarios=frozenset({"ratelimit"}),
+        rate_limit_rps=0.01,
+        rate_limit_burst=1,
+        retry_after_ratio=1.0,
+        retry_after_date_ratio=0,
+        quota_scope=scope,
+    )
+    sequence = ["v1", "v1", "v2", "v2", "v1", "v2"]
+    codes = [await call(http, url, endpoint) for endpoint in sequence]
+    early = [r.early for r in api.requests]
+    announced = [r.retry_after is not None for r in api.requests]
+    if scope == "key":  # the second v1 answer's Retry-After blocks the key everywhere
+        assert codes[0] == 0 and all(c != 0 for c in codes[1:])
+        assert early == [False, False, True, True, True, True]
+    else:  # v2 has its own bucket: first request passes, the next is limited, not early
+        assert [c == 0 for c in codes] == [True, False, True, False, False, False]
+        assert early == [False, False, False, False, True, True]
+    assert announced[1] and not announced[0]
