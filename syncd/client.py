@@ -22,7 +22,7 @@ import ipaddress
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -43,6 +43,7 @@ from syncd.envelope import (
 )
 from syncd.errors import (
     ConfigError,
+    PagingError,
     RateLimited,
     UpstreamUnavailable,
 )
@@ -53,9 +54,10 @@ from syncd.pagination import (
     V1_ENDPOINT,
     V2_ENDPOINT,
     V2_MAX_LIMIT,
-    PageCursor,
-    offset_mode_from_page_index,
-    offset_mode_from_slugs,
+    Detection,
+    OffsetReading,
+    detect_reading,
+    page_params,
 )
 from syncd.ratelimit import Monotonic, RateLimiter, Sleep
 
@@ -64,7 +66,7 @@ log = structlog.get_logger(__name__)
 USER_AGENT = "syncd/0.1.0"
 BACKOFF_BASE_S = 1.0
 RATE_LIMIT_RETRY_FACTOR = 4  # rate limits are expected and cheap to wait out: allow more of them
-DETECT_ATTEMPTS = 3
+DETECT_ATTEMPTS = 5  # a hostile upstream may garble a probe page now and then
 CA_BUNDLE_HINT = (
     "TLS certificate verification failed; if a private or proxy CA signs the API's"
     " certificate, set SYNCD_CA_BUNDLE to that CA's PEM file"
@@ -106,8 +108,9 @@ class CoreClawClient:
         self._now = now
         self._headers, self._auth_params = self._auth(settings.auth_mode)
         _warn_if_cleartext(settings.api_url)
-        self._offset_mode: OffsetMode | None = None
-        self._logged_mode: tuple[OffsetMode, str] | None = None
+        self._reading = OffsetReading.forced(settings.v2_offset_mode)
+        self._detection = Detection(self._reading.mode, "setting", settled=True)
+        self._logged: Detection | None = None
 
     def __repr__(self) -> str:
         mode = self._settings.auth_mode.value
@@ -185,72 +188,69 @@ class CoreClawClient:
             body["scraper_slug"] = scraper_slug
         return await self._call("POST", V1_ENDPOINT, json_body=body)
 
-    async def pages(
-        self,
-        source: Source,
-        *,
-        offset_mode: OffsetMode,
-        page_size: int,
-        start_page: int = 0,
-        filters: Mapping[str, Any] | None = None,
-        max_pages: int | None = None,
-    ) -> AsyncIterator[tuple[int, Page]]:
-        """Yield `(page_number, page)` from `start_page` on until the list ends.
-
-        `max_pages` defaults to `settings.max_pages`; v2's AUTO mode is
-        detected first.  `filters` are the endpoint's keyword filters.
-        """
-        if source is Source.V2 and offset_mode is OffsetMode.AUTO:
-            offset_mode = await self.detect_offset_mode()
-        cursor = PageCursor(
-            source,
-            page_size,
-            offset_mode=offset_mode,
-            start_page=start_page,
-            max_pages=max_pages if max_pages is not None else self._settings.max_pages,
-        )
-        extra = dict(filters or {})
-        while (request := cursor.next_request()) is not None:
-            params = request.params
-            if source is Source.V1:
-                page = await self.list_v1(
-                    page_index=params["page_index"], page_size=params["page_size"], **extra
-                )
-            else:
-                page = await self.list_v2(offset=params["offset"], limit=params["limit"], **extra)
-            cursor.update(page)
-            yield request.page_number, page
+    async def fetch_page(
+        self, source: Source, page_number: int, page_size: int, **filters: Any
+    ) -> Page:
+        """0-based page `page_number` of one endpoint's list; v2's `offset` reading is
+        detected first when it is not known (yet)."""
+        if source is Source.V1:
+            v1 = page_params(source, page_number, page_size, OffsetMode.ITEMS)
+            return await self.list_v1(
+                page_index=v1["page_index"], page_size=v1["page_size"], **filters
+            )
+        mode = await self.offset_mode()
+        params = page_params(source, page_number, page_size, mode)
+        page = await self.list_v2(offset=params["offset"], limit=params["limit"], **filters)
+        if not filters:  # a filtered list's count says nothing about the whole list
+            self._reading.observe(page.count)
+        return page
 
     # -- offset-mode detection ---------------------------------------------
 
-    async def detect_offset_mode(self) -> OffsetMode:
-        """What v2's `offset` means on this server (SPEC "Known ambiguity")."""
-        if self._settings.v2_offset_mode is not OffsetMode.AUTO:
-            return self._decided(self._settings.v2_offset_mode, "setting")
-        if self._offset_mode is not None:
-            return self._offset_mode
-        first = probe = Page(items=[], count=None)
+    async def offset_mode(self) -> OffsetMode:
+        """What v2's `offset` means on this server (SPEC "Known ambiguity").
+
+        Forced by the setting, or detected from data; an answer the data could
+        not decide is used but not kept: it is detected again once the list
+        has grown.
+        """
+        reading = self._reading
+        if reading.stale:
+            self._detection = await self._detect()
+            reading.adopt(self._detection)
+        if self._logged != self._detection:
+            self._logged = self._detection
+            log.info(
+                "v2_offset_mode_detected",
+                mode=reading.mode.value if reading.mode else None,
+                decided_by=self._detection.decided_by,
+                settled=self._detection.settled,
+                runs_seen=self._detection.known_count,
+            )
+        if reading.mode is None:
+            raise PagingError(
+                "cannot tell what v2 `offset` means: the probe pages fit no reading"
+                f" ({self._detection.decided_by}); set SYNCD_V2_OFFSET_MODE"
+                " to items, pages0 or pages1",
+                endpoint=V2_ENDPOINT,
+            )
+        return reading.mode
+
+    async def _detect(self) -> Detection:
+        detection = Detection(None, "not_probed", settled=False)
         for _ in range(DETECT_ATTEMPTS):
             first = await self.list_v2(offset=PROBE_FIRST[0], limit=PROBE_FIRST[1])
             probe = await self.list_v2(offset=PROBE_SECOND[0], limit=PROBE_SECOND[1])
-            mode = offset_mode_from_slugs(_slugs(first), _slugs(probe))
-            if mode is not None:
-                self._offset_mode = mode  # decided by data: settled for this process
-                return self._decided(mode, "probe_slugs")
-            if len(first.items) < 3:
-                break  # too few runs: asking again will not help
-        # Not cached: with few runs either mode reads page 0 alike, and a
-        # later call, with more runs, can still decide from data.
-        echoed = offset_mode_from_page_index(first.page_index, probe.page_index)
-        if echoed is not None:
-            return self._decided(echoed, "echoed_page_index")
-        return self._decided(OffsetMode.ITEMS, "default")
-
-    def _decided(self, mode: OffsetMode, how: str) -> OffsetMode:
-        if self._logged_mode != (mode, how):
-            self._logged_mode = (mode, how)
-            log.info("v2_offset_mode_detected", mode=mode.value, decided_by=how)
-        return mode
+            reread = await self.list_v2(offset=PROBE_FIRST[0], limit=PROBE_FIRST[1])
+            step = None
+            if probe.page_index is not None and first.page_index is not None:
+                step = probe.page_index - first.page_index
+            detection = detect_reading(
+                _slugs(first), _slugs(probe), _slugs(reread), echo_step=step, count=reread.count
+            )
+            if detection.settled or (detection.mode is not None and detection.known_count < 2):
+                break  # decided, or as decided as so few runs allow
+        return detection
 
     # -- the retry loop ----------------------------------------------------
 

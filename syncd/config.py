@@ -130,6 +130,12 @@ class Settings(BaseSettings):
             raise ConfigError(f"{variable}: {path} holds no usable URL: {exc}") from None
         return {**data, "database_url": url}
 
+    @field_validator("v2_offset_mode", mode="before")
+    @classmethod
+    def _pages_means_pages0(cls, value: Any) -> Any:
+        # "pages" was the only page reading before 1-based pages were known.
+        return OffsetMode.PAGES0 if isinstance(value, str) and value.lower() == "pages" else value
+
     @field_validator("api_url")
     @classmethod
     def _check_api_url(cls, value: str) -> str:

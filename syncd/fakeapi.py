@@ -98,6 +98,7 @@ class FakeApiConfig:
     # what v2 `offset` counts: "items" (item offset from 0), "pages0" (0-based page number,
     # the vendor CLI's reading) or "pages1" (1-based, the public docs'); "pages" = "pages0"
     offset_mode: Literal["items", "pages0", "pages1", "pages"] = "items"
+    echo_page_index: bool = True  # v2 echoes page_index/page_size (nothing promises it)
     workers: int = 12  # distinct scraper_slugs
     in_flight: int = 10  # newest runs that start non-terminal
     scenarios: frozenset[str] = frozenset()  # subset of SCENARIOS
@@ -449,10 +450,12 @@ class FakeApi:
                 count,
                 items,
             )
+        echo = b""
+        if self.config.echo_page_index:
+            echo = b',"page_index":%d,"page_size":%d' % (page.page_index, page.size)
         return (
-            b'{"code":0,"message":"success","request_id":"%b","data":{"count":%d,'
-            b'"list":[%b],"page_index":%d,"page_size":%d}}'
-        ) % (self._request_id().encode(), count, items, page.page_index, page.size)
+            b'{"code":0,"message":"success","request_id":"%b","data":{"count":%d,"list":[%b]%b}}'
+        ) % (self._request_id().encode(), count, items, echo)
 
     def _duplicate(self, page: _Page, entries: list[int]) -> list[int]:
         rng = self._faults.rng

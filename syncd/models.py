@@ -45,11 +45,18 @@ STATUS_RANK: dict[Status, int] = {
 
 
 class OffsetMode(StrEnum):
-    """What v2's `offset` counts: items (offset=40 -> 41st item) or pages (offset=2 -> 3rd page)."""
+    """What v2's `offset` counts (SPEC "Known ambiguity"), for `limit=20`:
+
+    * ITEMS  -- an item offset from 0 (the seed page): offset=40 is the 3rd page;
+    * PAGES0 -- a 0-based page number (the vendor's CLI): offset=2 is the 3rd page;
+    * PAGES1 -- a 1-based page number (the vendor's docs): offset=3 is the 3rd
+      page, and offset=0 behaves like 1.
+    """
 
     AUTO = "auto"
     ITEMS = "items"
-    PAGES = "pages"
+    PAGES0 = "pages0"
+    PAGES1 = "pages1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
-"""Pure page state for the two run-list endpoints (dlt-paginator style).
+"""Pure paging rules of the two run-list endpoints: the one place that knows them.
 
-A `PageCursor` answers "what do I request next?" (`next_request()`) and is
-told what came back (`update(page)`).  It never sends anything: the client's
-thin loop does.  Page numbers are 0-based for both endpoints; v1's 1-based
-`page_index` is derived from them, so a checkpoint means the same thing on
-either stream.
+Callers speak of 0-based page numbers only; `page_params` turns one into the
+endpoint's parameters (v1's 1-based `page_index`, v2's `offset` under the
+reading in force), so a checkpoint means the same thing on either stream and
+under any reading of `offset`.  What v2's `offset` means is detected from
+data (`detect_reading`) and held by an `OffsetReading`, which never settles
+an answer the data could not decide.
 
 End rule (SPEC: `count` is not promised exact or stable, pages may be short
 before the end):
@@ -19,83 +20,15 @@ before the end):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from syncd.errors import PagingError
-from syncd.models import OffsetMode, Page, Source
+from syncd.models import OffsetMode, Source
 
 V1_ENDPOINT = "/api/v1/run/list"
 V2_ENDPOINT = "/api/v2/worker-runs"
 V2_MAX_LIMIT = 100  # documented: "limit is capped at 100 on list and result endpoints"
 
 ENDPOINTS: dict[Source, str] = {Source.V1: V1_ENDPOINT, Source.V2: V2_ENDPOINT}
-
-
-@dataclass(frozen=True, slots=True)
-class PageRequest:
-    """One page to fetch: its 0-based number and the paging parameters to send."""
-
-    page_number: int
-    params: dict[str, int]
-
-
-@dataclass(slots=True)
-class PageCursor:
-    """Paging state of one walk through one endpoint's list."""
-
-    source: Source
-    page_size: int
-    offset_mode: OffsetMode = OffsetMode.ITEMS
-    start_page: int = 0
-    max_pages: int | None = None
-    pages_fetched: int = field(default=0, init=False)
-    items_seen: int = field(default=0, init=False)
-    done: bool = field(default=False, init=False)
-
-    def __post_init__(self) -> None:
-        if self.page_size < 1:
-            raise ValueError("page_size must be at least 1")
-        if self.start_page < 0:
-            raise ValueError("start_page must be >= 0")
-        if self.source is Source.V2:
-            if self.offset_mode is OffsetMode.AUTO:
-                raise ValueError("resolve OffsetMode.AUTO (detect_offset_mode) before paging v2")
-            self.page_size = min(self.page_size, V2_MAX_LIMIT)
-        # Pages skipped by a resume were full when they were fetched, so they
-        # count towards `count` as full pages.
-        self.items_seen = self.start_page * self.page_size
-
-    @property
-    def page_number(self) -> int:
-        """The 0-based number of the next page to fetch."""
-        return self.start_page + self.pages_fetched
-
-    def next_request(self) -> PageRequest | None:
-        """The next page to fetch, or None when the list has ended."""
-        if self.done:
-            return None
-        if self.max_pages is not None and self.pages_fetched >= self.max_pages:
-            raise PagingError(
-                f"list did not end within {self.max_pages} pages",
-                endpoint=ENDPOINTS[self.source],
-            )
-        return PageRequest(self.page_number, self._params(self.page_number))
-
-    def update(self, page: Page) -> None:
-        """Record a fetched page and decide whether the list has ended."""
-        self.pages_fetched += 1
-        self.items_seen += len(page.items)
-        self.done = is_last_page(
-            len(page.items), page_size=self.page_size, count=page.count, seen=self.items_seen
-        )
-
-    def _params(self, page_number: int) -> dict[str, int]:
-        if self.source is Source.V1:
-            return {"page_index": page_number + 1, "page_size": self.page_size}
-        return {
-            "offset": v2_offset(page_number, self.page_size, self.offset_mode),
-            "limit": self.page_size,
-        }
 
 
 def is_last_page(n_items: int, *, page_size: int, count: int | None, seen: int) -> bool:
@@ -109,51 +42,175 @@ def is_last_page(n_items: int, *, page_size: int, count: int | None, seen: int) 
 
 
 def v2_offset(page_number: int, limit: int, mode: OffsetMode) -> int:
-    """v2's `offset` for a 0-based page number, under either reading of `offset`."""
-    if mode is OffsetMode.PAGES:
-        return page_number
+    """v2's `offset` for a 0-based page number, under one reading of `offset`."""
     if mode is OffsetMode.ITEMS:
         return page_number * limit
-    raise ValueError("OffsetMode.AUTO has no offset; detect the mode first")
+    if mode is OffsetMode.PAGES0:
+        return page_number
+    if mode is OffsetMode.PAGES1:
+        return page_number + 1
+    raise ValueError("OffsetMode.AUTO has no offset; detect the reading first")
 
 
-# The detection probe: a first page `offset=0&limit=4` and a probe page
-# `offset=1&limit=2`.  Under ITEMS the probe starts at item 1, under PAGES it
-# is the second page of two, starting at item 2.
-# Both are (offset, limit).
-PROBE_FIRST = (0, 4)
+def page_params(
+    source: Source, page_number: int, page_size: int, mode: OffsetMode
+) -> dict[str, int]:
+    """The paging parameters of 0-based page `page_number` (v2: `page_size` is capped)."""
+    if source is Source.V1:
+        return {"page_index": page_number + 1, "page_size": page_size}
+    limit = min(page_size, V2_MAX_LIMIT)
+    return {"offset": v2_offset(page_number, limit, mode), "limit": limit}
+
+
+# -- detecting the reading ------------------------------------------------------
+#
+# Three requests: a first page `offset=0&limit=4`, a probe `offset=1&limit=2`,
+# and the first page again.  The probe is `first[1:3]` under ITEMS (item 1 on),
+# `first[2:4]` under PAGES0 (the second page of two) and `first[0:2]` under
+# PAGES1 (page 1 is the first page).  Runs arriving meanwhile push the list
+# down; the re-read says by how much, so the probe is matched against every
+# shift that happened between the first read and the re-read.
+
+PROBE_FIRST = (0, 4)  # (offset, limit)
 PROBE_SECOND = (1, 2)
+# Where each reading's probe starts in the first page, and how far the echoed
+# `page_index` moves from the first request to the probe.
+PROBE_START = {OffsetMode.ITEMS: 1, OffsetMode.PAGES0: 2, OffsetMode.PAGES1: 0}
+PROBE_ECHO_STEP = {OffsetMode.ITEMS: 0, OffsetMode.PAGES0: 1, OffsetMode.PAGES1: 0}
+# Preference among readings the data cannot tell apart: ITEMS reads page 0 at
+# offset 0, which is page 0 under every reading.
+FALLBACK_ORDER = (OffsetMode.ITEMS, OffsetMode.PAGES0, OffsetMode.PAGES1)
+REDETECT_MIN_RUNS = 2  # with two runs, the three readings' probes all differ
 
 
-def offset_mode_from_slugs(first: Sequence[object], probe: Sequence[object]) -> OffsetMode | None:
-    """Decide the offset mode by where the probe's items sit in the first page.
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """What one probe said: the reading to use, how it was decided, and whether it is final.
 
-    None when the data cannot tell: too few runs, or neither reading fits
-    (new runs arrived between the two requests and shifted the list).
+    `settled` is True only when the data fits exactly one reading; otherwise
+    the reading is provisional, and `known_count` (how many runs the list had)
+    says when asking again can tell more.
     """
-    if len(first) < 3 or not probe:
-        return None
-    fits_items = list(probe) == list(first[1 : 1 + len(probe)])
-    fits_pages = list(probe) == list(first[2 : 2 + len(probe)])
-    if fits_items == fits_pages:
-        return None
-    return OffsetMode.ITEMS if fits_items else OffsetMode.PAGES
+
+    mode: OffsetMode | None  # None: the list moved too much to read the probe
+    decided_by: str
+    settled: bool
+    known_count: int = 0
 
 
-def offset_mode_from_page_index(
-    first_index: int | None, probe_index: int | None
-) -> OffsetMode | None:
-    """Decide from the `page_index` the server echoes for the two probe requests.
+def readings_fitting(
+    first: Sequence[object],
+    probe: Sequence[object],
+    reread: Sequence[object],
+    count: int | None = None,
+) -> frozenset[OffsetMode] | None:
+    """The readings under which `probe` is what the server would have answered.
 
-    Comparing the two echoes cancels out whether the server counts from 0 or
-    1: a PAGES server moves one page for `offset=1`, an ITEMS server
-    (1 // 2 == 0) stays on the first page.
+    None when the re-read shows the head moved by more than the first page
+    can account for (the shift cannot be bounded).  A run repeated within a
+    page counts once; a short first page is taken for the whole list only
+    when `count` does not say otherwise.
     """
-    if first_index is None or probe_index is None:
+    first, probe, reread = _unique(first), _unique(probe), _unique(reread)
+    shift = _shift(first, reread)
+    if shift is None:
         return None
-    step = probe_index - first_index
-    if step == 1:
-        return OffsetMode.PAGES
-    if step == 0:
-        return OffsetMode.ITEMS
-    return None
+    # The list as known at the re-read: the runs that arrived, then the first page.
+    merged = reread[:shift] + first
+    whole = len(first) < PROBE_FIRST[1] and (count is None or len(reread) >= count)
+    fitting = set()
+    for mode, start in PROBE_START.items():
+        for arrived in range(shift + 1):  # runs that had arrived when the probe was answered
+            at = shift - arrived + start
+            expected = merged[at : at + PROBE_SECOND[1]]
+            complete = whole or at + PROBE_SECOND[1] <= len(merged)
+            if complete and probe == expected:
+                fitting.add(mode)
+    return frozenset(fitting)
+
+
+def _unique(slugs: Sequence[object]) -> list[object]:
+    return list(dict.fromkeys(slugs))
+
+
+def _shift(first: list[object], reread: list[object]) -> int | None:
+    """How many runs arrived at the head between reading `first` and `reread`."""
+    if not first:
+        return 0 if not reread else None
+    try:
+        shift = reread.index(first[0])
+    except ValueError:
+        return None
+    overlap = min(len(reread) - shift, len(first))
+    if reread[shift : shift + overlap] != first[:overlap]:
+        return None  # not a pure push-down (deletions, reordering)
+    return shift
+
+
+def detect_reading(
+    first: Sequence[object],
+    probe: Sequence[object],
+    reread: Sequence[object],
+    *,
+    echo_step: int | None,
+    count: int | None,
+) -> Detection:
+    """Decide what `offset` means from the three probe answers (pure).
+
+    The data decides when exactly one reading fits.  When several fit (too
+    few runs), the echoed `page_index` breaks the tie, provisionally.
+    """
+    known = max(len(reread), len(first), count or 0)
+    fitting = readings_fitting(first, probe, reread, count)
+    if fitting is None:
+        return Detection(None, "list_moved", settled=False, known_count=known)
+    if not fitting:
+        return Detection(None, "no_reading_fits", settled=False, known_count=known)
+    if len(fitting) == 1:
+        (mode,) = fitting
+        return Detection(mode, "probe_slugs", settled=True, known_count=known)
+    candidates = [m for m in FALLBACK_ORDER if m in fitting]
+    if echo_step is not None:
+        echoed = [m for m in candidates if PROBE_ECHO_STEP[m] == echo_step]
+        if len(echoed) == 1:
+            return Detection(echoed[0], "echoed_page_index", settled=False, known_count=known)
+    return Detection(candidates[0], "too_few_runs", settled=False, known_count=known)
+
+
+@dataclass(slots=True)
+class OffsetReading:
+    """The reading of v2 `offset` in force, and when to ask again.
+
+    A forced (setting) or data-settled reading stays; a provisional one is
+    detected again once the list is seen to hold more runs than it did.
+    """
+
+    mode: OffsetMode | None = None
+    settled: bool = False
+    known_count: int = 0
+    stale: bool = True  # detect before the next v2 request
+
+    @classmethod
+    def forced(cls, mode: OffsetMode) -> OffsetReading:
+        if mode is OffsetMode.AUTO:
+            return cls()
+        return cls(mode=mode, settled=True, stale=False)
+
+    def adopt(self, detection: Detection) -> None:
+        """Take a detection's answer; one that decided nothing keeps the reading in use."""
+        if detection.mode is not None:
+            self.mode = detection.mode
+        self.settled = detection.settled
+        self.known_count = detection.known_count
+        self.stale = self.mode is None
+
+    def observe(self, count: int | None) -> None:
+        """A v2 answer's `count`: a list grown enough since the last detection may now decide.
+
+        "Enough" doubles each time (from 2 runs, the fewest that decide), so a
+        list that keeps defeating the probe costs a logarithmic number of them.
+        """
+        if self.settled or count is None:
+            return
+        if count >= max(REDETECT_MIN_RUNS, 2 * self.known_count):
+            self.stale = True

@@ -37,9 +37,9 @@ from syncd.client import CoreClawClient
 from syncd.config import Settings
 from syncd.errors import PagingError, SyncdError
 from syncd.fullscan import CHECKPOINT_KIND, FullScan
-from syncd.models import TERMINAL_STATUSES, OffsetMode, Page, Reject, Run, Source, StoreResult
+from syncd.models import TERMINAL_STATUSES, Page, Reject, Run, Source, StoreResult
 from syncd.normalize import normalize
-from syncd.pagination import is_last_page, v2_offset
+from syncd.pagination import is_last_page
 from syncd.progress import Progress
 from syncd.storage import InFlightRun, PageProgress, Store
 
@@ -201,7 +201,6 @@ class StreamSync:
         self.settings = settings
         self.now = now
         self.page_size = settings.page_size_v1 if stream is Source.V1 else settings.page_size_v2
-        self._offset_mode: OffsetMode | None = None
         # Called after every stored batch of a full scan (the CLI draws a progress bar).
         self.on_progress: Callable[[Progress], None] | None = None
         self._warned_order = False
@@ -302,17 +301,7 @@ class StreamSync:
 
     async def _fetch_once(self, report: CycleReport, number: int, **filters: Any) -> Page:
         report.requests += 1
-        if self.stream is Source.V1:
-            return await self.client.list_v1(
-                page_index=number + 1, page_size=self.page_size, **filters
-            )
-        if self._offset_mode is None:
-            mode = self.settings.v2_offset_mode
-            self._offset_mode = (
-                await self.client.detect_offset_mode() if mode is OffsetMode.AUTO else mode
-            )
-        offset = v2_offset(number, self.page_size, self._offset_mode)
-        return await self.client.list_v2(offset=offset, limit=self.page_size, **filters)
+        return await self.client.fetch_page(self.stream, number, self.page_size, **filters)
 
     async def _store(
         self,

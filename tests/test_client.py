@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 from yarl import URL
 
-from syncd.client import CoreClawClient
+from syncd.client import DETECT_ATTEMPTS, CoreClawClient
 from syncd.config import AuthMode, Settings
 from syncd.errors import (
     AuthError,
@@ -39,6 +39,7 @@ from syncd.errors import (
     UpstreamUnavailable,
 )
 from syncd.models import OffsetMode, Source
+from syncd.pagination import is_last_page
 from syncd.ratelimit import RateLimiter
 from tests.clock import FakeClock
 
@@ -660,15 +661,27 @@ async def test_key_in_a_library_error_is_kept_out(
     assert KEY not in repr(logs)
 
 
-# -- paging --------------------------------------------------------------------
+# -- paging ----------------------------------------------------------------------
+
+
+def start_of(offset: int, limit: int, mode: OffsetMode) -> int:
+    """The first item a server with reading `mode` answers for `offset`."""
+    if mode is OffsetMode.ITEMS:
+        return offset
+    if mode is OffsetMode.PAGES0:
+        return offset * limit
+    return (max(offset, 1) - 1) * limit  # PAGES1: 1-based, 0 behaves like 1
 
 
 def served(slugs: list[str], mode: OffsetMode, *, echo_page_index: bool = True) -> Reply:
-    """A v2 server that really pages a list, reading `offset` as `mode` says."""
+    """A v2 server that really pages a list, reading `offset` as `mode` says.
+
+    `slugs` is read at every request, so a test can grow the list in place.
+    """
 
     def build(url: URL, kwargs: dict[str, Any]) -> CallbackResult:
         offset, limit = int(url.query["offset"]), int(url.query["limit"])
-        start = offset if mode is OffsetMode.ITEMS else offset * limit
+        start = start_of(offset, limit, mode)
         data: dict[str, Any] = {"count": len(slugs), "list": runs(*slugs[start : start + limit])}
         if echo_page_index:
             data |= {"page_index": start // limit + 1, "page_size": limit}
@@ -679,112 +692,153 @@ def served(slugs: list[str], mode: OffsetMode, *, echo_page_index: bool = True) 
 
 
 SLUGS = [f"run-{i:02d}" for i in range(11)]
+READINGS = [OffsetMode.ITEMS, OffsetMode.PAGES0, OffsetMode.PAGES1]
 
 
-@pytest.mark.parametrize("mode", [OffsetMode.ITEMS, OffsetMode.PAGES])
-async def test_v2_pages_walk_the_whole_list(
-    client: CoreClawClient, upstream: Upstream, mode: OffsetMode
+async def walk(client: CoreClawClient, source: Source, page_size: int) -> list[str]:
+    """Every slug of a list, paged with fetch_page until the end rule says stop."""
+    slugs: list[str] = []
+    for number in range(50):
+        page = await client.fetch_page(source, number, page_size)
+        slugs += [item["slug"] for item in page.items]
+        if is_last_page(len(page.items), page_size=page_size, count=page.count, seen=len(slugs)):
+            return slugs
+    raise AssertionError("the list did not end")
+
+
+@pytest.mark.parametrize("mode", READINGS)
+async def test_v2_pages_walk_the_whole_list_under_each_reading(
+    make_client: MakeClient, upstream: Upstream, mode: OffsetMode
 ) -> None:
-    """Each offset mode, against a server with that meaning, yields every run once, in order."""
+    """Each forced reading, against a server with that meaning, yields every run once, in order."""
     upstream.fallback[V2] = served(SLUGS, mode)
-    got = [(n, p) async for n, p in client.pages(Source.V2, offset_mode=mode, page_size=4)]
-    assert [n for n, _ in got] == [0, 1, 2]
-    assert [i["slug"] for _, p in got for i in p.items] == SLUGS
+    assert await walk(make_client(v2_offset_mode=mode), Source.V2, 4) == SLUGS
     offsets = [int(c.url.query["offset"]) for c in upstream.calls]
-    assert offsets == ([0, 4, 8] if mode is OffsetMode.ITEMS else [0, 1, 2])
+    assert (
+        offsets
+        == {
+            OffsetMode.ITEMS: [0, 4, 8],
+            OffsetMode.PAGES0: [0, 1, 2],
+            OffsetMode.PAGES1: [1, 2, 3],
+        }[mode]
+    )
 
 
-async def test_v1_pages_end_on_short_page_matching_count(
-    client: CoreClawClient, upstream: Upstream
-) -> None:
-    """v1: full, full, short with count reached -> three requests, page_index 1..3."""
+async def test_v1_pages_are_one_based(client: CoreClawClient, upstream: Upstream) -> None:
+    """v1: page number n is sent as page_index n + 1 with the page size."""
     upstream.then(V1, ok(runs("a", "b"), count=5), ok(runs("c", "d"), count=5))
     upstream.then(V1, ok(runs("e"), count=5))
-    got = [n async for n, _ in client.pages(Source.V1, offset_mode=OffsetMode.ITEMS, page_size=2)]
-    assert got == [0, 1, 2]
+    assert await walk(client, Source.V1, 2) == ["a", "b", "c", "d", "e"]
     assert [c.kwargs["json"]["page_index"] for c in upstream.calls] == [1, 2, 3]
+    assert {c.kwargs["json"]["page_size"] for c in upstream.calls} == {2}
 
 
-async def test_short_page_without_count_asks_once_more(
-    client: CoreClawClient, upstream: Upstream
+async def test_fetch_page_filters_reach_the_query(
+    make_client: MakeClient, upstream: Upstream
 ) -> None:
-    """A short page with no usable count is followed by one more request; empty ends it."""
-    upstream.then(V1, ok(runs("a", "b"), count="?"), ok(runs("c"), count="?"), ok([], count="?"))
-    got = [n async for n, _ in client.pages(Source.V1, offset_mode=OffsetMode.ITEMS, page_size=2)]
-    assert got == [0, 1, 2]
-
-
-async def test_pages_resume_and_filters(client: CoreClawClient, upstream: Upstream) -> None:
-    """start_page resumes mid-list; filters reach the endpoint's query."""
+    """Filters reach the endpoint's query next to the page's offset."""
     upstream.then(V2, ok(runs("x"), count=41))
-    pages = client.pages(
-        Source.V2,
-        offset_mode=OffsetMode.ITEMS,
-        page_size=10,
-        start_page=4,
-        filters={"worker_id": "acme/news", "status": "failed"},
-    )
-    got = [n async for n, _ in pages]
-    assert got == [4]
+    client = make_client(v2_offset_mode=OffsetMode.ITEMS)
+    await client.fetch_page(Source.V2, 4, 10, worker_id="acme/news", status="failed")
     query = upstream.calls[0].url.query
     assert (query["offset"], query["worker_id"], query["status"]) == ("40", "acme~news", "failed")
-
-
-async def test_pages_cap_raises_after_yielding(client: CoreClawClient, upstream: Upstream) -> None:
-    """A list that never ends raises PagingError once max_pages pages were yielded."""
-    upstream.fallback[V1] = ok(runs("a", "b"), count=10**6)
-    seen = []
-    with pytest.raises(PagingError):
-        async for n, _ in client.pages(
-            Source.V1, offset_mode=OffsetMode.ITEMS, page_size=2, max_pages=3
-        ):
-            seen.append(n)
-    assert seen == [0, 1, 2]
 
 
 # -- offset-mode detection -------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", [OffsetMode.ITEMS, OffsetMode.PAGES])
-async def test_detect_offset_mode_from_data(
-    client: CoreClawClient, upstream: Upstream, mode: OffsetMode
-) -> None:
-    """Two probe pages tell items from pages; the result is logged once and cached."""
-    upstream.fallback[V2] = served(SLUGS, mode, echo_page_index=False)
-    with capture_logs() as logs:
-        assert await client.detect_offset_mode() is mode
-        assert await client.detect_offset_mode() is mode
-    assert len(upstream.calls) == 2
-    events = [e for e in logs if e["event"] == "v2_offset_mode_detected"]
-    assert events == [
-        {
-            "event": "v2_offset_mode_detected",
-            "log_level": "info",
-            "mode": mode.value,
-            "decided_by": "probe_slugs",
-        }
+def detections(logs: list[dict[str, Any]]) -> list[tuple[str | None, str, bool]]:
+    return [
+        (e["mode"], e["decided_by"], e["settled"])
+        for e in logs
+        if e["event"] == "v2_offset_mode_detected"
     ]
 
 
-@pytest.mark.parametrize("mode", [OffsetMode.ITEMS, OffsetMode.PAGES])
-async def test_auto_mode_pages_correctly(
+@pytest.mark.parametrize("mode", READINGS)
+async def test_detect_offset_mode_from_data(
     client: CoreClawClient, upstream: Upstream, mode: OffsetMode
 ) -> None:
-    """pages() with AUTO detects first, then walks the list without gaps or repeats."""
-    upstream.fallback[V2] = served(SLUGS, mode)
-    got = [p async for _, p in client.pages(Source.V2, offset_mode=OffsetMode.AUTO, page_size=5)]
-    assert [i["slug"] for p in got for i in p.items] == SLUGS
+    """Three probe requests tell all three readings apart; the answer is logged once and kept."""
+    upstream.fallback[V2] = served(SLUGS, mode, echo_page_index=False)
+    with capture_logs() as logs:
+        assert await client.offset_mode() is mode
+        assert await client.offset_mode() is mode
+    assert len(upstream.calls) == 3
+    assert detections(logs) == [(mode.value, "probe_slugs", True)]
+
+
+@pytest.mark.parametrize("mode", READINGS)
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 11])
+async def test_auto_mode_pages_every_run_under_each_reading(
+    client: CoreClawClient, upstream: Upstream, mode: OffsetMode, size: int
+) -> None:
+    """AUTO detects first, then walks the list without gaps or repeats, on any account size."""
+    upstream.fallback[V2] = served(SLUGS[:size], mode)
+    assert await walk(client, Source.V2, 4) == SLUGS[:size]
+
+
+@pytest.mark.parametrize("mode", READINGS)
+async def test_an_undecided_reading_is_detected_again_once_the_list_grew(
+    client: CoreClawClient, upstream: Upstream, mode: OffsetMode
+) -> None:
+    """An account with one run cannot tell ITEMS from PAGES0; once it has 11 runs, syncd
+    decides from data and pages every run (the undecided answer was never pinned)."""
+    slugs = SLUGS[:1]
+    upstream.fallback[V2] = served(slugs, mode, echo_page_index=False)
+    with capture_logs() as logs:
+        assert await walk(client, Source.V2, 5) == slugs
+        slugs += SLUGS[1:]  # the account grows
+        assert await walk(client, Source.V2, 5) == SLUGS  # sees count 11: detects again
+        assert await walk(client, Source.V2, 5) == SLUGS
+    found = detections(logs)
+    assert found[-1] == (mode.value, "probe_slugs", True)
+    assert all(settled is False for _, _, settled in found[:-1])
+    probes = [c for c in upstream.calls if c.url.query["limit"] in {"2", "4"}]
+    # two detections of three requests each; one run already tells PAGES1 apart
+    assert len(probes) == (3 if mode is OffsetMode.PAGES1 else 6)
+
+
+async def test_a_run_arriving_during_the_probe_does_not_fool_detection(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """On a 0-based page server, a run arriving before the probe makes it look like ITEMS;
+    the re-read shows the head moved, so syncd asks again instead of settling on ITEMS."""
+    upstream.then(
+        V2,
+        ok(runs("d", "c", "b", "a")),
+        ok(runs("c", "b")),  # PAGES0 after `new` arrived: items 2-3 of new,d,c,b,a = c,b
+        ok(runs("new", "d", "c", "b")),
+        ok(runs("new", "d", "c", "b")),  # the second try: the head holds still
+        ok(runs("c", "b")),
+        ok(runs("new", "d", "c", "b")),
+    )
+    with capture_logs() as logs:
+        assert await client.offset_mode() is OffsetMode.PAGES0
+    assert len(upstream.calls) == 6
+    assert detections(logs) == [("pages0", "probe_slugs", True)]
+
+
+async def test_a_probe_that_fits_no_reading_fails_with_what_to_set(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """Probes that never fit a reading: a PagingError naming SYNCD_V2_OFFSET_MODE, no guess."""
+    upstream.fallback[V2] = ok(runs("a", "b", "c", "d"))  # the probe (limit 2) returns 4 items
+    with pytest.raises(PagingError, match="SYNCD_V2_OFFSET_MODE") as caught:
+        await client.offset_mode()
+    assert caught.value.endpoint == V2
+    assert len(upstream.calls) == 3 * DETECT_ATTEMPTS
 
 
 @pytest.mark.parametrize(
     ("first_index", "probe_index", "mode", "how"),
     [
-        (1, 2, OffsetMode.PAGES, "echoed_page_index"),
+        (1, 2, OffsetMode.PAGES0, "echoed_page_index"),
         (1, 1, OffsetMode.ITEMS, "echoed_page_index"),
-        (None, None, OffsetMode.ITEMS, "default"),
+        (None, None, OffsetMode.ITEMS, "too_few_runs"),
     ],
 )
-async def test_detect_with_too_few_runs_falls_back(
+async def test_detect_with_one_run_breaks_the_tie_with_the_echo(
     client: CoreClawClient,
     upstream: Upstream,
     first_index: int | None,
@@ -792,51 +846,28 @@ async def test_detect_with_too_few_runs_falls_back(
     mode: OffsetMode,
     how: str,
 ) -> None:
-    """With <= 2 runs the data cannot decide: the echoed page_index, else ITEMS."""
+    """With one run ITEMS and PAGES0 both answer the probe empty: the echoed page_index
+    breaks the tie, provisionally (not settled)."""
     upstream.then(
         V2,
-        ok(runs("a", "b"), page_index=first_index),
-        ok(runs("b"), page_index=probe_index),
+        ok(runs("a"), count=1, page_index=first_index),
+        ok([], count=1, page_index=probe_index),
+        ok(runs("a"), count=1, page_index=first_index),
     )
     with capture_logs() as logs:
-        assert await client.detect_offset_mode() is mode
-    assert len(upstream.calls) == 2  # no point asking again with so few runs
-    (event,) = [e for e in logs if e["event"] == "v2_offset_mode_detected"]
-    assert (event["mode"], event["decided_by"]) == (mode.value, how)
+        assert await client.offset_mode() is mode
+    assert len(upstream.calls) == 3  # no point asking again with so few runs
+    assert detections(logs) == [(mode.value, how, False)]
 
 
-async def test_detect_retries_when_new_runs_shift_the_list(
-    client: CoreClawClient, upstream: Upstream
-) -> None:
-    """An inconsistent probe (new runs arrived) is retried; a consistent one then decides."""
-    upstream.then(
-        V2,
-        ok(runs("d", "c", "b", "a")),
-        ok(runs("new", "d")),  # a run arrived between the two requests
-        ok(runs("new", "d", "c", "b")),
-        ok(runs("c", "b")),
-    )
-    assert await client.detect_offset_mode() is OffsetMode.PAGES
-    assert len(upstream.calls) == 4
-
-
-async def test_detect_gives_up_after_three_inconsistent_tries(
-    client: CoreClawClient, upstream: Upstream
-) -> None:
-    """Three inconsistent probes: fall back to ITEMS (no echoed page_index)."""
-    upstream.fallback[V2] = ok(
-        runs("a", "b", "c", "d")
-    )  # probe returns the same items: fits neither
-    assert await client.detect_offset_mode() is OffsetMode.ITEMS
-    assert len(upstream.calls) == 6
-
-
-@pytest.mark.parametrize("forced", [OffsetMode.ITEMS, OffsetMode.PAGES])
+@pytest.mark.parametrize("forced", [*READINGS, "pages"])
 async def test_forced_offset_mode_skips_detection(
-    make_client: MakeClient, upstream: Upstream, forced: OffsetMode
+    make_client: MakeClient, upstream: Upstream, forced: OffsetMode | str
 ) -> None:
-    """SYNCD_V2_OFFSET_MODE other than auto is used as is, with no probe requests."""
-    assert await make_client(v2_offset_mode=forced).detect_offset_mode() is forced
+    """SYNCD_V2_OFFSET_MODE other than auto is used as is, with no probe requests
+    ("pages" is the old name of pages0)."""
+    expected = OffsetMode.PAGES0 if forced == "pages" else forced
+    assert await make_client(v2_offset_mode=forced).offset_mode() is expected
     assert upstream.calls == []
 
 

@@ -31,7 +31,7 @@ def test_spec_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.database_url.get_secret_value() == "postgresql+asyncpg://u:pw@db:5432/syncd"
     assert (s.poll_interval_v1_s, s.poll_interval_v2_s) == (15.0, 2.5)
     assert s.log_format is LogFormat.CONSOLE and s.http_port == 9100
-    assert s.auth_mode is AuthMode.API_KEY and s.v2_offset_mode is OffsetMode.PAGES
+    assert s.auth_mode is AuthMode.API_KEY and s.v2_offset_mode is OffsetMode.PAGES0
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:

@@ -1,34 +1,32 @@
-"""Pure page state: request parameters, the end rule, the page cap, offset-mode detection."""
+"""Pure paging rules: request parameters, the end rule, detecting v2's offset reading."""
 
 from __future__ import annotations
 
 import pytest
 
-from syncd.errors import PagingError
-from syncd.models import OffsetMode, Page, Source
+from syncd.models import OffsetMode, Source
 from syncd.pagination import (
-    PageCursor,
+    Detection,
+    OffsetReading,
+    detect_reading,
     is_last_page,
-    offset_mode_from_page_index,
-    offset_mode_from_slugs,
+    page_params,
+    readings_fitting,
     v2_offset,
 )
 
-
-def page(n: int, count: int | None = None) -> Page:
-    return Page(items=[{"slug": f"r{i}"} for i in range(n)], count=count)
+ITEMS, PAGES0, PAGES1 = OffsetMode.ITEMS, OffsetMode.PAGES0, OffsetMode.PAGES1
 
 
-def walk(cursor: PageCursor, sizes: list[int], counts: list[int | None]) -> list[int]:
-    """Feed pages of the given sizes; return the page numbers requested before the end."""
-    requested = []
-    for size, count in zip(sizes, counts, strict=True):
-        request = cursor.next_request()
-        if request is None:
+def walk(page_size: int, sizes: list[int], counts: list[int | None]) -> list[int]:
+    """Feed pages of the given sizes through the end rule; return the pages read."""
+    read, seen = [], 0
+    for number, (size, count) in enumerate(zip(sizes, counts, strict=True)):
+        read.append(number)
+        seen += size
+        if is_last_page(size, page_size=page_size, count=count, seen=seen):
             break
-        requested.append(request.page_number)
-        cursor.update(page(size, count))
-    return requested
+    return read
 
 
 @pytest.mark.parametrize(
@@ -63,90 +61,28 @@ def test_end_rule(n_items: int, count: int | None, seen: int, last: bool) -> Non
 )
 def test_walk_ends(sizes: list[int], counts: list[int | None], expected_pages: list[int]) -> None:
     """A whole walk requests exactly the pages the end rule allows."""
-    cursor = PageCursor(Source.V1, 10)
-    assert walk(cursor, sizes, counts) == expected_pages
-    assert cursor.next_request() is None
-
-
-def test_v1_params_are_one_based() -> None:
-    """v1 sends page_index from 1 and the page size."""
-    cursor = PageCursor(Source.V1, 50)
-    first = cursor.next_request()
-    assert first is not None and first.params == {"page_index": 1, "page_size": 50}
-    cursor.update(page(50))
-    second = cursor.next_request()
-    assert second is not None
-    assert (second.page_number, second.params) == (1, {"page_index": 2, "page_size": 50})
+    assert walk(10, sizes, counts) == expected_pages
 
 
 @pytest.mark.parametrize(
-    ("mode", "start", "expected"),
+    ("source", "number", "size", "mode", "params"),
     [
-        (OffsetMode.ITEMS, 0, [0, 20, 40]),
-        (OffsetMode.PAGES, 0, [0, 1, 2]),
-        (OffsetMode.ITEMS, 5, [100, 120, 140]),
-        (OffsetMode.PAGES, 5, [5, 6, 7]),
+        (Source.V1, 0, 50, ITEMS, {"page_index": 1, "page_size": 50}),
+        (Source.V1, 4, 50, PAGES1, {"page_index": 5, "page_size": 50}),  # v1 ignores the reading
+        (Source.V2, 0, 20, ITEMS, {"offset": 0, "limit": 20}),
+        (Source.V2, 3, 20, ITEMS, {"offset": 60, "limit": 20}),
+        (Source.V2, 0, 20, PAGES0, {"offset": 0, "limit": 20}),
+        (Source.V2, 3, 20, PAGES0, {"offset": 3, "limit": 20}),
+        (Source.V2, 0, 20, PAGES1, {"offset": 1, "limit": 20}),
+        (Source.V2, 3, 20, PAGES1, {"offset": 4, "limit": 20}),
+        (Source.V2, 2, 500, ITEMS, {"offset": 200, "limit": 100}),  # v2's limit is capped at 100
     ],
 )
-def test_v2_offsets(mode: OffsetMode, start: int, expected: list[int]) -> None:
-    """offset = page*limit for ITEMS, = page for PAGES, from any start page."""
-    cursor = PageCursor(Source.V2, 20, offset_mode=mode, start_page=start)
-    offsets = []
-    for _ in expected:
-        request = cursor.next_request()
-        assert request is not None
-        offsets.append(request.params["offset"])
-        assert request.params["limit"] == 20
-        cursor.update(page(20))
-    assert offsets == expected
-
-
-def test_v2_limit_capped_at_100() -> None:
-    """v2 never asks for more than 100 per page."""
-    cursor = PageCursor(Source.V2, 500, offset_mode=OffsetMode.ITEMS)
-    request = cursor.next_request()
-    assert request is not None and request.params == {"offset": 0, "limit": 100}
-
-
-def test_resume_counts_skipped_pages_towards_count() -> None:
-    """Resuming at page 3 of size 10 with count 35: a 5-item page is the last."""
-    cursor = PageCursor(Source.V1, 10, start_page=3)
-    request = cursor.next_request()
-    assert request is not None and request.params["page_index"] == 4
-    cursor.update(page(5, count=35))
-    assert cursor.next_request() is None
-
-
-def test_page_cap_raises_after_the_last_allowed_page() -> None:
-    """max_pages full pages without an end raise PagingError naming the endpoint."""
-    cursor = PageCursor(Source.V2, 10, offset_mode=OffsetMode.ITEMS, max_pages=3)
-    for _ in range(3):
-        assert cursor.next_request() is not None
-        cursor.update(page(10))
-    with pytest.raises(PagingError, match="3 pages") as caught:
-        cursor.next_request()
-    assert caught.value.endpoint == "/api/v2/worker-runs"
-
-
-def test_page_cap_not_hit_when_list_ends_on_the_last_page() -> None:
-    """Ending exactly at the cap is not an error."""
-    cursor = PageCursor(Source.V1, 10, max_pages=2)
-    assert walk(cursor, [10, 0], [None, None]) == [0, 1]
-    assert cursor.next_request() is None
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"source": Source.V2, "page_size": 10, "offset_mode": OffsetMode.AUTO},
-        {"source": Source.V1, "page_size": 0},
-        {"source": Source.V1, "page_size": 10, "start_page": -1},
-    ],
-)
-def test_invalid_cursor(kwargs: dict[str, object]) -> None:
-    """AUTO must be resolved first; sizes and start pages must make sense."""
-    with pytest.raises(ValueError):
-        PageCursor(**kwargs)  # type: ignore[arg-type]
+def test_page_params(
+    source: Source, number: int, size: int, mode: OffsetMode, params: dict[str, int]
+) -> None:
+    """A 0-based page number becomes v1's 1-based page_index or v2's offset under each reading."""
+    assert page_params(source, number, size, mode) == params
 
 
 def test_v2_offset_refuses_auto() -> None:
@@ -155,41 +91,159 @@ def test_v2_offset_refuses_auto() -> None:
         v2_offset(1, 10, OffsetMode.AUTO)
 
 
-@pytest.mark.parametrize(
-    ("first", "probe", "mode"),
-    [
-        (["a", "b", "c", "d"], ["b", "c"], OffsetMode.ITEMS),
-        (["a", "b", "c", "d"], ["c", "d"], OffsetMode.PAGES),
-        (["a", "b", "c"], ["b", "c"], OffsetMode.ITEMS),
-        (["a", "b", "c"], ["c"], OffsetMode.PAGES),
-        (["a", "b"], ["b"], None),  # too few runs to tell
-        ([], [], None),
-        (["a", "b", "c", "d"], [], None),  # probe empty but runs exist: inconsistent
-        (["a", "b", "c", "d"], ["x", "a"], None),  # new runs arrived in between
-        (["a", "b", "c", "d"], ["b", "d"], None),  # fits neither
-    ],
-)
-def test_offset_mode_from_slugs(
-    first: list[str], probe: list[str], mode: OffsetMode | None
-) -> None:
-    """Where the offset=1&limit=2 probe lands in the offset=0&limit=4 page."""
-    assert offset_mode_from_slugs(first, probe) is mode
+ABCD = ["a", "b", "c", "d"]
 
 
 @pytest.mark.parametrize(
-    ("first", "probe", "mode"),
+    ("first", "probe", "reread", "fitting"),
     [
-        (1, 2, OffsetMode.PAGES),
-        (0, 1, OffsetMode.PAGES),
-        (1, 1, OffsetMode.ITEMS),
-        (0, 0, OffsetMode.ITEMS),
-        (1, 5, None),
-        (None, 2, None),
-        (1, None, None),
+        (ABCD, ["b", "c"], ABCD, {ITEMS}),
+        (ABCD, ["c", "d"], ABCD, {PAGES0}),
+        (ABCD, ["a", "b"], ABCD, {PAGES1}),
+        (["a"], [], ["a"], set()),  # count says 9: a one-run page cannot be the whole list
+        (ABCD, ["b", "d"], ABCD, set()),  # fits no reading
+        # A run `x` arrived between the first read and the re-read: the probe may
+        # have been answered before it (PAGES0 -> c,d) or after it (PAGES0 -> b,c,
+        # which is also what ITEMS gives before it): both readings stay possible.
+        (ABCD, ["b", "c"], ["x", "a", "b", "c"], {ITEMS, PAGES0}),
+        (ABCD, ["c", "d"], ["x", "a", "b", "c"], {PAGES0}),
+        (ABCD, ["a", "b"], ["x", "a", "b", "c"], {ITEMS, PAGES1}),
+        (ABCD, ["x", "a"], ["x", "a", "b", "c"], {PAGES1}),
+        (ABCD, ["b", "c"], ["x", "y", "z", "w"], None),  # moved past the first page
+        (ABCD, ["b", "c"], ["a", "c", "d", "e"], None),  # a deletion, not a push-down
+        (["a", "b", "b", "c", "d"], ["b", "c"], ABCD, {ITEMS}),  # a run repeated in a page
+        # a first page cut short although `count` says more follow is not the whole list
+        (["a", "b"], ["b", "c"], ABCD, set()),
     ],
 )
-def test_offset_mode_from_page_index(
-    first: int | None, probe: int | None, mode: OffsetMode | None
+def test_readings_fitting(
+    first: list[str], probe: list[str], reread: list[str], fitting: set[OffsetMode] | None
 ) -> None:
-    """The echoed page_index moves by one only when offset counts pages."""
-    assert offset_mode_from_page_index(first, probe) is mode
+    """Which readings explain the offset=1&limit=2 probe, for every shift the re-read allows."""
+    got = readings_fitting(first, probe, reread, count=9)
+    assert (None if got is None else set(got)) == fitting
+
+
+@pytest.mark.parametrize(
+    ("first", "probe", "fitting"),
+    [
+        (["a", "b", "c"], ["c"], {PAGES0}),
+        (["a", "b"], ["b"], {ITEMS}),  # two runs tell all three apart
+        (["a", "b"], [], {PAGES0}),
+        (["a", "b"], ["a", "b"], {PAGES1}),
+        (["a"], [], {ITEMS, PAGES0}),  # one run: only PAGES1 stands out
+        (["a"], ["a"], {PAGES1}),
+        ([], [], {ITEMS, PAGES0, PAGES1}),
+    ],
+)
+@pytest.mark.parametrize("count", [None, "exact"])
+def test_readings_fitting_on_a_short_list(
+    first: list[str], probe: list[str], fitting: set[OffsetMode], count: str | None
+) -> None:
+    """A short first page is the whole list (with no count, or a count that agrees)."""
+    n = None if count is None else len(first)
+    assert readings_fitting(first, probe, first, n) == fitting
+
+
+@pytest.mark.parametrize(
+    ("first", "probe", "reread", "echo", "count", "expected"),
+    [
+        (ABCD, ["b", "c"], ABCD, 0, 9, Detection(ITEMS, "probe_slugs", True, 9)),
+        (ABCD, ["c", "d"], ABCD, 1, 9, Detection(PAGES0, "probe_slugs", True, 9)),
+        (ABCD, ["a", "b"], ABCD, 0, 9, Detection(PAGES1, "probe_slugs", True, 9)),
+        # the echo never overrules the data
+        (ABCD, ["c", "d"], ABCD, 0, 9, Detection(PAGES0, "probe_slugs", True, 9)),
+        # too few runs: the echo breaks the tie, provisionally
+        (["a"], [], ["a"], 1, 1, Detection(PAGES0, "echoed_page_index", False, 1)),
+        (["a"], [], ["a"], 0, 1, Detection(ITEMS, "echoed_page_index", False, 1)),
+        ([], [], [], 1, 0, Detection(PAGES0, "echoed_page_index", False, 0)),
+        ([], [], [], 0, 0, Detection(ITEMS, "too_few_runs", False, 0)),  # ITEMS or PAGES1
+        ([], [], [], None, None, Detection(ITEMS, "too_few_runs", False, 0)),
+        # churn between the requests
+        (
+            ABCD,
+            ["b", "c"],
+            ["x", "a", "b", "c"],
+            0,
+            9,
+            Detection(ITEMS, "echoed_page_index", False, 9),
+        ),
+        (
+            ABCD,
+            ["b", "c"],
+            ["x", "a", "b", "c"],
+            None,
+            9,
+            Detection(ITEMS, "too_few_runs", False, 9),
+        ),
+        (
+            ABCD,
+            ["c", "d"],
+            ["x", "a", "b", "c"],
+            None,
+            9,
+            Detection(PAGES0, "probe_slugs", True, 9),
+        ),
+        (ABCD, ["b", "c"], ["w", "x", "y", "z"], 0, 9, Detection(None, "list_moved", False, 9)),
+        (ABCD, ["b", "d"], ABCD, 0, 9, Detection(None, "no_reading_fits", False, 9)),
+    ],
+)
+def test_detect_reading(
+    first: list[str],
+    probe: list[str],
+    reread: list[str],
+    echo: int | None,
+    count: int | None,
+    expected: Detection,
+) -> None:
+    """Data decides and settles; the echoed page_index only breaks ties, and never settles."""
+    assert detect_reading(first, probe, reread, echo_step=echo, count=count) == expected
+
+
+def test_forced_reading_is_settled_and_never_detected() -> None:
+    """A reading set by SYNCD_V2_OFFSET_MODE is used as is, whatever the list grows to."""
+    reading = OffsetReading.forced(PAGES1)
+    assert (reading.mode, reading.settled, reading.stale) == (PAGES1, True, False)
+    reading.observe(10_000)
+    assert not reading.stale
+    assert OffsetReading.forced(OffsetMode.AUTO).stale
+
+
+def test_settled_reading_is_kept() -> None:
+    """A reading the data decided is never detected again."""
+    reading = OffsetReading()
+    reading.adopt(Detection(PAGES0, "probe_slugs", settled=True, known_count=5))
+    reading.observe(50_000)
+    assert (reading.mode, reading.stale) == (PAGES0, False)
+
+
+@pytest.mark.parametrize(
+    ("known", "counts", "stale_after"),
+    [
+        (0, [0, 1, 1, 2], 3),  # an empty account: asked again at two runs
+        (1, [1, 1, 2], 2),
+        (0, [None, 300], 1),  # a filtered page (no count) says nothing
+        (4, [5, 7, 8], 2),  # after a failed probe on 4 runs: again at 8
+    ],
+)
+def test_provisional_reading_is_detected_again_once_the_list_grew(
+    known: int, counts: list[int | None], stale_after: int
+) -> None:
+    """An undecided reading is used, not pinned: it goes stale when the list has grown enough."""
+    reading = OffsetReading()
+    reading.adopt(Detection(ITEMS, "too_few_runs", settled=False, known_count=known))
+    assert not reading.stale
+    for i, count in enumerate(counts):
+        reading.observe(count)
+        assert reading.stale is (i >= stale_after)
+
+
+def test_a_detection_that_decides_nothing_keeps_the_reading_in_use() -> None:
+    """A probe defeated by churn does not throw away a provisional reading."""
+    reading = OffsetReading()
+    reading.adopt(Detection(PAGES0, "echoed_page_index", settled=False, known_count=1))
+    reading.adopt(Detection(None, "list_moved", settled=False, known_count=6))
+    assert (reading.mode, reading.stale, reading.known_count) == (PAGES0, False, 6)
+    fresh = OffsetReading()
+    fresh.adopt(Detection(None, "list_moved", settled=False, known_count=6))
+    assert fresh.mode is None and fresh.stale
