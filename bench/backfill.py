@@ -1,25 +1,38 @@
-"""Backfill throughput: how fast a first sync of N runs lands, against two references.
+"""Backfill: syncd's default configuration against a simple sequential syncer.
 
-    python bench/backfill.py                      # N = 1,000,000 (and 100,000 for the RSS check)
-    python bench/backfill.py --runs 200000 --rss-runs 50000
+    python bench/backfill.py                   # N = 200,000; RSS sizes 100,000 and 1,000,000
+    python bench/backfill.py --runs 20000 --rss-runs 20000    # a quick check
+    python bench/backfill.py --ceiling         # also the COPY + merge reference
 
 Everything runs on this machine: an embedded PostgreSQL in a temp dir, the
-simulator (`syncd fake-api`) as its own process, and syncd as the real command
-(`python -m syncd sync --once`, both streams), exactly as a user runs it.
+simulator (`syncd fake-api`: no latency, no rate limit) as its own process, and
+syncd as the real command (`python -m syncd sync --once`, both streams) exactly
+as a user runs it: only the API URL and key, the database URL, a free HTTP port
+and log level WARNING are set.  No page sizes, rates, concurrency or offset
+reading: whatever syncd's defaults do is what is measured.  Each measurement
+starts from a fresh, migrated database.
 
-Printed figures:
-  syncd      wall time of `sync --once` on an empty database, runs/s (N / wall),
-             upstream requests, peak RSS of the syncd process, rows in `runs`
+Printed figures (never asserted; the machines are shared and noisy):
+  syncd      wall time of `sync --once` on an empty database (the whole process,
+             interpreter start included), runs/s (N / wall), CPU seconds of the
+             syncd process alone (user + system, from wait4) and CPU-µs per row
+             observation (2 N of them: every run arrives on both streams), peak
+             RSS of the syncd process alone, upstream requests, rows in `runs`
              (must equal N), and a second `sync --once --full` of the unchanged
              history: rows it wrote (must be 0).
-  ceiling    the same rows both streams deliver (2 N records), already parsed,
-             loaded with COPY into the staging table + syncd's own merge statement,
-             one batch at a time: the fastest this database takes them.  Only the
-             database time is measured; fetching and parsing happen beforehand.
-  baseline   the naive way: pages fetched one after another, one
-             INSERT ... ON CONFLICT statement per run (both streams), on a smaller
-             N (--baseline-runs) because it is slow; compared by records/s.
-Ratios: syncd/ceiling and syncd/baseline, in records stored per second.
+  baseline   a simple sequential syncer at the same N, against the same
+             simulator: v1 then v2, one page at a time with aiohttp (syncd's
+             default page sizes), each page normalised with syncd's own
+             `split_page` and written with asyncpg `executemany` of
+             INSERT ... ON CONFLICT (slug) DO UPDATE (every column, no WHERE),
+             one transaction per page.
+             Its CPU is this bench process's `time.process_time()` around it.
+  ceiling    (--ceiling) the same 2 N records, fetched and parsed beforehand, loaded
+             with COPY into syncd's staging table + syncd's merge statement, 2,000
+             at a time: database seconds only, the fastest this database takes them.
+Then syncd alone, default config, at each --rss-runs size: whether peak RSS
+stays flat in N.  Targets (the issue): syncd >= 1.5x the baseline's speed at
+200,000 runs (aim 2x); 1,000,000 runs in < 60 s; peak RSS < 200 MB, flat in N.
 """
 
 from __future__ import annotations
@@ -34,23 +47,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
+from syncd.config import Settings
 from syncd.database import create_engine, ensure_database, migrate
-from syncd.models import Source
+from syncd.logs import configure_logging
+from syncd.models import Page, Run, Source
 from syncd.storage import CREATE_STAGE_SQL, MERGE, STAGE_COLUMNS, STAGE_TABLE
 from syncd.sync import split_page
 
 KEY = "bench-key"
-PAGE_V1 = 500  # the simulator's v1 page cap
-PAGE_V2 = 100  # v2's documented cap
+# syncd's defaults, which the baseline pages with too.
+PAGE_SIZE: dict[Source, int] = {
+    Source.V1: Settings.model_fields["page_size_v1"].default,
+    Source.V2: Settings.model_fields["page_size_v2"].default,
+}
+SIM_V1_MAX_PAGE_SIZE = 500  # the simulator's v1 cap; must not cut syncd's default pages
+TARGET_RATIO, AIM_RATIO = 1.5, 2.0
+TARGET_1M_S = 60.0
+TARGET_RSS_MB = 200.0
 
 
 @contextmanager
@@ -71,7 +95,7 @@ def embedded_postgres() -> Iterator[str]:
 def simulator(runs: int) -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncd", "fake-api", "--host", "127.0.0.1", "--port", "0",
-         "--runs", str(runs), "--api-key", KEY, "--v1-max-page-size", str(PAGE_V1)],
+         "--runs", str(runs), "--api-key", KEY, "--v1-max-page-size", str(SIM_V1_MAX_PAGE_SIZE)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -90,19 +114,17 @@ def simulator(runs: int) -> Iterator[str]:
 
 
 def syncd_env(api_url: str, db_url: str) -> dict[str, str]:
+    """The environment of a user who sets only what syncd cannot guess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
     env.update(
         SYNCD_API_URL=api_url, SYNCD_API_KEY=KEY, SYNCD_DATABASE_URL=db_url,
-        SYNCD_LOG_LEVEL="WARNING", SYNCD_HTTP_PORT="0", SYNCD_PAGE_SIZE_V1=str(PAGE_V1),
-        SYNCD_PAGE_SIZE_V2=str(PAGE_V2), SYNCD_MAX_REQUESTS_PER_S="100000",
-        SYNCD_INITIAL_REQUESTS_PER_S="100000", SYNCD_MAX_CONCURRENCY="8",
-        SYNCD_V2_OFFSET_MODE="items",
+        SYNCD_HTTP_PORT="0", SYNCD_LOG_LEVEL="WARNING",
     )  # fmt: skip
     return env
 
 
-def run_syncd(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (KiB) of this syncd process alone, and its stdout."""
+def run_syncd(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Wall and CPU seconds, peak RSS (KiB) of this syncd process alone, and its stdout."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "syncd", *args], env=env, stdout=out,
@@ -116,7 +138,8 @@ def run_syncd(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
         if proc.returncode != 0:
             raise RuntimeError(f"syncd {' '.join(args)} failed ({proc.returncode}): "
                                f"{err.read()[-2000:]}")  # fmt: skip
-        return wall, int(usage.ru_maxrss), out.read()
+        return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+                "rss_kib": int(usage.ru_maxrss), "out": out.read()}  # fmt: skip
 
 
 async def scalar(db_url: str, sql: str) -> Any:
@@ -129,6 +152,8 @@ async def scalar(db_url: str, sql: str) -> Any:
 
 
 async def fresh_db(admin_url: str, name: str) -> str:
+    """A new, migrated database (dropped first if an earlier run left it)."""
+    await drop_db(admin_url, name)
     url = await ensure_database(admin_url, name)
     engine = create_engine(url)
     try:
@@ -136,6 +161,19 @@ async def fresh_db(admin_url: str, name: str) -> str:
     finally:
         await engine.dispose()
     return url
+
+
+async def drop_db(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        await conn.close()
+
+
+def asyncpg_dsn(url: str) -> str:
+    """postgresql+asyncpg://... (SQLAlchemy) as the postgresql://... asyncpg takes."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def requests_made(out: str) -> int:
@@ -152,157 +190,219 @@ def written(out: str) -> int:
     return total
 
 
+# -- syncd --------------------------------------------------------------------
+
+
+async def measure_syncd(admin: str, api_url: str, runs: int) -> dict[str, Any]:
+    name = f"syncd_{runs}"
+    db_url = await fresh_db(admin, name)
+    env = syncd_env(api_url, db_url)
+    first = await asyncio.to_thread(run_syncd, ["sync", "--once"], env)
+    rows = await scalar(db_url, "SELECT count(*) FROM runs")
+    mark = await scalar(db_url, "SELECT now()")
+    again = await asyncio.to_thread(run_syncd, ["sync", "--once", "--full"], env)
+    rewritten = await scalar(db_url, f"SELECT count(*) FROM runs WHERE updated_at >= '{mark}'")
+    await drop_db(admin, name)  # a 1M-run database is not small
+    return {
+        "runs": runs, "wall_s": first["wall_s"], "cpu_s": first["cpu_s"],
+        "rss_mb": first["rss_kib"] * 1024 / 1e6, "rows": rows,
+        "requests": requests_made(first["out"]),
+        "resync_wall_s": again["wall_s"], "resync_written": written(again["out"]),
+        "resync_rewritten": rewritten,
+    }  # fmt: skip
+
+
 # -- references -----------------------------------------------------------------
 
 
-async def fetch_pages(api_url: str, source: Source, runs: int) -> Any:
-    """All pages of one stream, parsed, one at a time (the reference's input)."""
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as http:
-        size = PAGE_V1 if source is Source.V1 else PAGE_V2
-        for number in range(runs // size + 2):
-            if source is Source.V1:
-                body = {"page_index": number + 1, "page_size": size}
-                response = await http.post(f"{api_url}/api/v1/run/list", json=body)
-            else:
-                params = {"offset": str(number * size), "limit": str(size)}
-                response = await http.get(f"{api_url}/api/v2/worker-runs", params=params)
+async def fetch_pages(
+    http: aiohttp.ClientSession, api_url: str, source: Source, runs: int
+) -> AsyncIterator[list[Any]]:
+    """A stream's pages, one request at a time, up to the first short one (maybe empty)."""
+    size = PAGE_SIZE[source]
+    for number in range(runs // size + 2):
+        if source is Source.V1:
+            body = {"page_index": number + 1, "page_size": size}
+            response = await http.post(f"{api_url}/api/v1/run/list", json=body)
+        else:  # the simulator's default reading: offset counts items
+            params = {"offset": str(number * size), "limit": str(size)}
+            response = await http.get(f"{api_url}/api/v2/worker-runs", params=params)
+        async with response:
+            response.raise_for_status()
             items = orjson.loads(await response.read())["data"]["list"]
-            if not items:
-                return
-            yield items
+        yield items
+        if len(items) < size:
+            return
+    raise RuntimeError(f"{source}: more pages than {runs} runs need")
 
 
-async def ceiling(api_url: str, db_url: str, runs: int) -> tuple[float, int]:
-    """Database seconds to COPY + merge every record of both streams, and the records."""
-    engine = create_engine(db_url)
-    spent, records = 0.0, 0
-    at = dt.datetime.now(dt.UTC)
+_COLUMNS = ", ".join(Run._fields)
+_UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in Run._fields if c != "slug")
+_PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, len(Run._fields) + 1))
+BASELINE_UPSERT = f"""
+INSERT INTO runs ({_COLUMNS}, first_seen_at, last_seen_at, updated_at)
+VALUES ({_PLACEHOLDERS}, now(), now(), now())
+ON CONFLICT (slug) DO UPDATE SET {_UPDATES}, last_seen_at = now(), updated_at = now()
+"""
+
+
+async def baseline(api_url: str, db_url: str, runs: int) -> dict[str, Any]:
+    """The simple sequential syncer: wall and CPU seconds, requests, rows."""
+    requests = 0
+    cpu_started, started = time.process_time(), time.perf_counter()
+    conn = await asyncpg.connect(asyncpg_dsn(db_url))
     try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as http:
+            for source in (Source.V1, Source.V2):
+                async for items in fetch_pages(http, api_url, source, runs):
+                    requests += 1
+                    page_runs, _ = split_page(Page(items=items, count=None), source)
+                    if not page_runs:
+                        continue
+                    async with conn.transaction():
+                        await conn.executemany(BASELINE_UPSERT, [tuple(r) for r in page_runs])
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        rows = await conn.fetchval("SELECT count(*) FROM runs")
+    finally:
+        await conn.close()
+    return {"runs": runs, "wall_s": wall, "cpu_s": cpu, "requests": requests, "rows": rows}
+
+
+async def ceiling(api_url: str, db_url: str, runs: int) -> dict[str, Any]:
+    """Database seconds to COPY + merge every record of both streams."""
+    batches: list[list[Run]] = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as http:
         for source in (Source.V1, Source.V2):
-            batch: list[Any] = []
-            async for items in fetch_pages(api_url, source, runs):
-                page_runs, _ = split_page(_page(items), source)
-                batch += page_runs
+            batch: list[Run] = []
+            async for items in fetch_pages(http, api_url, source, runs):
+                batch += split_page(Page(items=items, count=None), source)[0]
                 if len(batch) >= 2000:
-                    spent += await _load(engine, batch, at)
-                    records += len(batch)
+                    batches.append(batch)
                     batch = []
             if batch:
-                spent += await _load(engine, batch, at)
-                records += len(batch)
-    finally:
-        await engine.dispose()
-    return spent, records
-
-
-def _page(items: list[Any]) -> Any:
-    from syncd.models import Page
-
-    return Page(items=items, count=None)
-
-
-async def _load(engine: Any, batch: list[Any], at: dt.datetime) -> float:
-    started = time.perf_counter()
-    async with engine.begin() as conn:
-        await conn.execute(text(CREATE_STAGE_SQL))
-        raw = await conn.get_raw_connection()
-        await raw.driver_connection.copy_records_to_table(
-            STAGE_TABLE, records=batch, columns=STAGE_COLUMNS
-        )
-        await conn.execute(MERGE, {"observed_at": at})
-    return time.perf_counter() - started
-
-
-NAIVE_UPSERT = text("""
-INSERT INTO runs (slug, worker_slug, worker_title, status, status_raw, err_msg, results,
-                  usage_usd, traffic_bytes, started_at, finished_at, duration_s, origin,
-                  version, source, first_seen_at, last_seen_at, updated_at)
-VALUES (:slug, :worker_slug, :worker_title, :status, :status_raw, :err_msg, :results,
-        :usage_usd, :traffic_bytes, :started_at, :finished_at, :duration_s, :origin,
-        :version, :source, now(), now(), now())
-ON CONFLICT (slug) DO UPDATE SET status = EXCLUDED.status, updated_at = now()
-WHERE runs.status IS DISTINCT FROM EXCLUDED.status
-""")
-
-
-async def baseline(api_url: str, db_url: str, runs: int) -> tuple[float, int]:
-    """Wall seconds and records for sequential paging + one statement per run."""
+                batches.append(batch)
     engine = create_engine(db_url)
-    started, records = time.perf_counter(), 0
+    at = dt.datetime.now(dt.UTC)
+    spent = 0.0
     try:
-        for source in (Source.V1, Source.V2):
-            async for items in fetch_pages(api_url, source, runs):
-                page_runs, _ = split_page(_page(items), source)
-                async with engine.begin() as conn:
-                    for run in page_runs:
-                        await conn.execute(NAIVE_UPSERT, run._asdict())
-                records += len(page_runs)
+        for batch in batches:
+            started = time.perf_counter()
+            async with engine.begin() as conn:
+                await conn.execute(text(CREATE_STAGE_SQL))
+                raw = await conn.get_raw_connection()
+                await raw.driver_connection.copy_records_to_table(
+                    STAGE_TABLE, records=map(tuple, batch), columns=STAGE_COLUMNS
+                )
+                await conn.execute(MERGE, {"observed_at": at})
+            spent += time.perf_counter() - started
+        async with engine.connect() as conn:
+            rows = await conn.scalar(text("SELECT count(*) FROM runs"))
     finally:
         await engine.dispose()
-    return time.perf_counter() - started, records
+    return {"runs": runs, "wall_s": spent, "rows": rows}
 
 
 # -- the run ------------------------------------------------------------------
 
 
-async def measure_syncd(admin: str, api_url: str, runs: int, name: str) -> dict[str, Any]:
-    db_url = await fresh_db(admin, name)
-    env = syncd_env(api_url, db_url)
-    wall, rss, out = await asyncio.to_thread(run_syncd, ["sync", "--once"], env)
-    rows = await scalar(db_url, "SELECT count(*) FROM runs")
-    mark = await scalar(db_url, "SELECT now()")
-    wall2, _, out2 = await asyncio.to_thread(run_syncd, ["sync", "--once", "--full"], env)
-    rewritten = await scalar(db_url, f"SELECT count(*) FROM runs WHERE updated_at >= '{mark}'")
-    return {
-        "runs": runs, "wall_s": wall, "rss_mib": rss / 1024, "rows": rows,
-        "requests": requests_made(out), "records": 2 * runs,
-        "resync_wall_s": wall2, "resync_written": written(out2), "resync_rewritten": rewritten,
-    }  # fmt: skip
+def check(rows: int, runs: int) -> str:
+    return "ok" if rows == runs else "MISMATCH"
+
+
+def cpu_us_per_obs(cpu_s: float, runs: int) -> float:
+    return cpu_s * 1e6 / (2 * runs)
+
+
+def print_comparison(s: dict[str, Any], b: dict[str, Any], c: dict[str, Any] | None) -> None:
+    n = s["runs"]
+    cols = ["syncd", "baseline"] + (["ceiling"] if c else [])
+    dash = "-"
+
+    def row(label: str, *cells: str) -> None:
+        print(f"{label:30}" + "".join(f"{cell:>14}" for cell in cells[: len(cols)]))
+
+    print(f"\nFirst sync of N = {n:,} runs ({2 * n:,} row observations: both streams)")
+    row("", *cols)
+    row("wall s", *(f"{r['wall_s']:.1f}" for r in (s, b, c) if r))
+    row("runs/s (N / wall)", *(f"{n / r['wall_s']:,.0f}" for r in (s, b, c) if r))
+    row("client CPU s", f"{s['cpu_s']:.1f}", f"{b['cpu_s']:.1f}", dash)
+    row("client CPU-us / row obs.", f"{cpu_us_per_obs(s['cpu_s'], n):.1f}",
+        f"{cpu_us_per_obs(b['cpu_s'], n):.1f}", dash)  # fmt: skip
+    row("requests", f"{s['requests']:,}", f"{b['requests']:,}", dash)
+    row("peak RSS MB", f"{s['rss_mb']:.0f}", dash, dash)
+    row("rows (== N)", *(f"{r['rows']:,} {check(r['rows'], n)}" for r in (s, b, c) if r))
+    ratio = b["wall_s"] / s["wall_s"]
+    print(f"syncd / baseline speed = {ratio:.2f}x  (target >= {TARGET_RATIO}x, aim {AIM_RATIO}x)")
+    if c:
+        print(f"syncd / ceiling speed  = {c['wall_s'] / s['wall_s']:.2f}  "
+              "(ceiling: database time only)")  # fmt: skip
+
+
+def print_size(r: dict[str, Any]) -> None:
+    n = r["runs"]
+    print(f"N={n:>9,}: wall {r['wall_s']:6.1f} s, {n / r['wall_s']:,.0f} runs/s, "
+          f"CPU {r['cpu_s']:.1f} s ({cpu_us_per_obs(r['cpu_s'], n):.1f} us/row obs.), "
+          f"peak RSS {r['rss_mb']:.0f} MB, {r['requests']:,} requests, "
+          f"rows {r['rows']:,} ({check(r['rows'], n)}); "
+          f"re-sync {r['resync_wall_s']:.1f} s wrote {r['resync_written']} rows "
+          f"({r['resync_rewritten']} rows with a newer updated_at)", flush=True)  # fmt: skip
+
+
+def print_targets(results: list[dict[str, Any]]) -> None:
+    million = next((r for r in results if r["runs"] == 1_000_000), None)
+    if million:
+        print(f"1,000,000 runs: {million['wall_s']:.1f} s  (target < {TARGET_1M_S:.0f} s)")
+    else:
+        print("1,000,000 runs: not measured (add it to --rss-runs)")
+    rss = [r["rss_mb"] for r in results]
+    print(f"peak RSS: max {max(rss):.0f} MB (target < {TARGET_RSS_MB:.0f} MB), "
+          f"max/min over N = {max(rss) / min(rss):.2f} (flat: close to 1)")  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> None:
+    if PAGE_SIZE[Source.V1] > SIM_V1_MAX_PAGE_SIZE:
+        raise SystemExit("the simulator's v1 page cap is below syncd's default v1 page size")
+    configure_logging(fmt="console", level="WARNING")  # this process's own migrations
+    sizes = sorted(set(args.rss_runs) | {args.runs})
+    results: dict[int, dict[str, Any]] = {}
     with embedded_postgres() as admin:
-        results = []
-        for runs in sorted({args.rss_runs, args.runs}):
-            with simulator(runs) as api_url:
-                print(f"syncd: first sync of {runs:,} runs ...", flush=True)
-                results.append(await measure_syncd(admin, api_url, runs, f"syncd_{runs}"))
-                if runs == args.runs:
-                    print("ceiling: COPY + merge of the same records ...", flush=True)
-                    ceil_s, ceil_records = await ceiling(
-                        api_url, await fresh_db(admin, "ceiling"), runs
-                    )
-        with simulator(args.baseline_runs) as api_url:
-            print(f"baseline: naive sync of {args.baseline_runs:,} runs ...", flush=True)
-            base_s, base_records = await baseline(
-                api_url, await fresh_db(admin, "baseline"), args.baseline_runs
-            )
-    main_run = next(r for r in results if r["runs"] == args.runs)
-    syncd_rate = main_run["records"] / main_run["wall_s"]
-    ceil_rate = ceil_records / ceil_s
-    base_rate = base_records / base_s
-    print()
-    print(f"{'':28}{'syncd':>14}{'ceiling':>14}{'baseline':>14}")
-    print(f"{'runs':28}{main_run['runs']:>14,}{args.runs:>14,}{args.baseline_runs:>14,}")
-    print(f"{'records stored (2 streams)':28}{main_run['records']:>14,}{ceil_records:>14,}"
-          f"{base_records:>14,}")  # fmt: skip
-    print(f"{'seconds':28}{main_run['wall_s']:>14.1f}{ceil_s:>14.1f}{base_s:>14.1f}")
-    print(f"{'records/s':28}{syncd_rate:>14,.0f}{ceil_rate:>14,.0f}{base_rate:>14,.0f}")
-    print(f"{'runs/s (N / wall)':28}{main_run['runs'] / main_run['wall_s']:>14,.0f}")
-    print()
-    print(f"syncd / ceiling  = {syncd_rate / ceil_rate:.2f}   (target >= 0.50)")
-    print(f"syncd / baseline = {syncd_rate / base_rate:.1f}x  (target >= 5x)")
-    for r in results:
-        ok = "ok" if r["rows"] == r["runs"] else "MISMATCH"
-        print(f"N={r['runs']:>9,}: wall {r['wall_s']:6.1f} s, {r['requests']:,} requests, "
-              f"peak RSS {r['rss_mib']:.0f} MiB, rows {r['rows']:,} ({ok}); "
-              f"re-sync {r['resync_wall_s']:.1f} s wrote {r['resync_written']} rows "
-              f"({r['resync_rewritten']} rows with a newer updated_at)")  # fmt: skip
+        with simulator(args.runs) as api_url:
+            print(f"syncd: first sync of {args.runs:,} runs (default config) ...", flush=True)
+            results[args.runs] = await measure_syncd(admin, api_url, args.runs)
+            print(f"baseline: simple sequential syncer, {args.runs:,} runs ...", flush=True)
+            base = await baseline(api_url, await fresh_db(admin, "baseline"), args.runs)
+            await drop_db(admin, "baseline")
+            ceil = None
+            if args.ceiling:
+                print("ceiling: COPY + merge of the same records ...", flush=True)
+                ceil = await ceiling(api_url, await fresh_db(admin, "ceiling"), args.runs)
+                await drop_db(admin, "ceiling")
+        print_comparison(results[args.runs], base, ceil)
+        print("\nsyncd, default config, by N:")
+        for runs in sizes:
+            if runs not in results:
+                with simulator(runs) as api_url:
+                    results[runs] = await measure_syncd(admin, api_url, runs)
+            print_size(results[runs])
+    print_targets([results[n] for n in sizes])
+
+
+def size_list(value: str) -> list[int]:
+    return [int(part) for part in value.split(",") if part.strip()]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1_000_000)
-    parser.add_argument("--rss-runs", type=int, default=100_000)
-    parser.add_argument("--baseline-runs", type=int, default=20_000)
+    parser.add_argument(
+        "--runs", type=int, default=200_000, help="N for syncd against the baseline"
+    )
+    parser.add_argument(
+        "--rss-runs",
+        type=size_list,
+        default=[100_000, 1_000_000],
+        help="comma-separated N for syncd alone (RSS flat in N, the 1M wall time)",
+    )
+    parser.add_argument(
+        "--ceiling", action="store_true", help="also time the COPY + merge reference"
+    )
     asyncio.run(main(parser.parse_args()))
