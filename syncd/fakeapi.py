@@ -27,8 +27,9 @@ against each answer:
 * ``quota_scope`` -- what the "ratelimit" token bucket (``rate_limit_rps``,
   ``rate_limit_burst``) and its Retry-After blocking belong to: ``key`` (one
   bucket per API key, shared by both endpoints) or ``endpoint`` (one per key and
-  endpoint).  ``RequestRecord.early`` means the request arrived before a
-  Retry-After announced for the same bucket had passed.
+  endpoint).  ``RequestRecord.early`` means the request arrived after an answer
+  with Retry-After for the same bucket had reached the client (its round trip
+  included) and before that wait was over.
 * ``latency_ms`` / ``latency_jitter_ms`` -- a far API: every ``/api/`` answer is
   held back that long (plus or minus a seeded uniform jitter), computed on
   arrival and then delivered after an ``asyncio.sleep``, so concurrent requests
@@ -47,7 +48,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import orjson
@@ -154,7 +155,7 @@ class RequestRecord:
     code: int | None = None  # app code sent in a JSON body
     retry_after: str | None = None  # Retry-After header sent, verbatim
     retry_after_s: float | None = None  # ... and the wait it enforces (an HTTP-date is later)
-    early: bool = False  # arrived before a Retry-After announced for its bucket had passed
+    early: bool = False  # sent while a Retry-After the client had received for its bucket ran
     fault: str | None = None  # the FAULT_KINDS entry applied
     latency_s: float = 0.0  # the far-API delay drawn for this answer (latency_ms +- jitter)
 
@@ -177,6 +178,13 @@ class _Bucket:
     tokens: float
     updated: float
     blocked_until: float = 0.0
+    # (from, until) of each announced wait as the client sees it: from the moment the
+    # answer carrying Retry-After reaches it (after the round trip) for that long.
+    announced: list[tuple[float, float]] = field(default_factory=list)
+
+    def announces(self, now: float) -> bool:
+        self.announced = [(a, b) for a, b in self.announced if b > now]
+        return any(a <= now for a, _ in self.announced)
 
 
 @dataclass(frozen=True)
@@ -367,14 +375,18 @@ class FakeApi:
             float(cfg.rate_limit_burst), bucket.tokens + (now - bucket.updated) * rps
         )
         bucket.updated = now
-        rec.early = now < bucket.blocked_until
-        if not rec.early and bucket.tokens >= 1:
+        # Early: sent after an announced wait reached the client and before it was over.
+        # (Requests already under way when the answer arrived cannot have known.)
+        rec.early = bucket.announces(now)
+        if now >= bucket.blocked_until and bucket.tokens >= 1:
             bucket.tokens -= 1
             return
         headers: dict[str, str] = {}
         if rng.random() < cfg.retry_after_ratio:
             wait_s = max(1, math.ceil(max(bucket.blocked_until - now, (1 - bucket.tokens) / rps)))
             bucket.blocked_until = max(bucket.blocked_until, now + wait_s)
+            delivered = now + rec.latency_s
+            bucket.announced.append((delivered, delivered + wait_s))
             if rng.random() < cfg.retry_after_date_ratio:  # whole seconds: round up, plus margin
                 value = email.utils.formatdate(math.floor(time.time() + wait_s) + 2, usegmt=True)
             else:

@@ -58,8 +58,12 @@ class FullScan:
         )
 
     def _top_up(self, number: int) -> None:
-        """Have page `number` on its way, and a few after it -- not past the promised end."""
-        ahead = self.sync.settings.max_concurrency if self.count_known else 1
+        """Have page `number` on its way, and a few after it -- not past the promised end.
+
+        As many as the controller lets fly, plus one queued so a freed place is
+        taken at once: more would only wait, and be lost if the process dies.
+        """
+        ahead = self.sync.client.window(self.sync.stream) + 1 if self.count_known else 1
         limit = self.start + self.sync.settings.max_pages
         if self.last_count is not None:
             # Up to the page holding the last item -- or, when count is a multiple of

@@ -1,34 +1,47 @@
-"""One request limiter per API key, shared by every request of both streams.
+"""The request controller: one per API key, one lane per endpoint.
 
-CoreClaw documents no quota, so syncd discovers one, the way TCP does:
+CoreClaw documents no quota, nor whether it is per key or per endpoint, and
+the API is far away (round trips of 100-300 ms), so syncd finds both the
+rate and the number of requests in flight that the server grants, the way
+TCP finds a path's window:
 
-* **start**: until the first rate-limit answer, the allowed rate doubles every
-  `start_doubling_s` of sending, so a fresh daemon finds the limit in seconds.
-  The first rate limit halves the rate (`blind_decrease_factor`): nothing
-  measured yet says by how much the start overshot.
-* **decrease**: every later rate limit drops the rate to `decrease_factor`
-  times the rate upstream actually *accepted* since the previous one, not the
-  nominal rate (halving a nominal 50/s does nothing when 8/s get through).
-  Right after a rate limit upstream's budget is spent, so what it accepts
-  from then to the next one is what it grants; that rate is remembered as
-  the known limit.
-* **increase**: additive per second of sending, not per N successes, so
-  recovery takes as long at 2 requests/s as at 20: `increase_per_s` up to the
-  known limit, then a slow probe above it (`probe_per_s`, speeding up the
-  longer it holds).  A token bucket upstream hides an overshoot until its
-  burst is spent: the slower the probe, the smaller that overshoot, and the
-  rarer the 429s.  Nothing is gained while requests do not wait for the rate.
+* **slow start**: until an endpoint's first rate limit, each answer to a
+  request that waited for the controller adds `rate / max(1, rate x rtt)`:
+  a round trip's worth of answers doubles the rate, whatever the latency.
+  Growth holds while the smoothed round trip is above `latency_tolerance`
+  times the lowest one seen (upstream is queueing, more would not help).
+* **in flight**: each lane's window follows its rate: `window_headroom x rate
+  x lowest rtt + 1` requests (Little's law with room to spare), between 1 and
+  `max_concurrency`.  On a far API the window, not the rate, is what a fixed
+  concurrency would cap.
+* **decrease**: a rate limit drops the lane's rate to `decrease_factor` times
+  the rate upstream actually *accepted* since its previous one (the first
+  one, with nothing measured, halves it); that rate becomes the known limit.
+* **increase**: additive per second of sending up to the known limit, then a
+  probe above it that starts slow and doubles its gain every
+  `probe_doubling_s` it holds, so capacity freed upstream (the other endpoint
+  idle under a shared quota) is found in seconds, not minutes.
 
-On top of that, a `not_before` gate: once upstream says "slow down", nothing
-is sent to the API (either stream) until the wait is over.  Answers arriving
-while the gate is closed belong to requests sent before it closed: they
-extend the gate but do not cut the rate again.  Concurrency is capped
-separately, and the rate never leaves [`min_rate_per_s`, `max_rate_per_s`].
+Each endpoint has its own lane (rate, window, measurements), so one
+endpoint's rate limit does not cut the other's rate when the quotas are
+separate.  Waits are gates:
 
-The rate maths (`RateState`, `accepted_rate_per_s`, `next_send_at`) is pure
-and tested with tables; `RateLimiter` is the thin async shell around it, with
-time injected.  `RatePolicy.legacy()` is the limiter syncd shipped first
-(halve on every 429, +0.25/s per 10 successes), kept for `bench/ratelimit.py`.
+* a wait syncd chose itself (a rate limit without `Retry-After`) closes only
+  the lane that was limited;
+* a wait upstream *announced* (`Retry-After`) closes every lane until it is
+  over: nothing says the quota is not the key's, and a request sent early
+  would break the server's explicit word.  (Learning the scope would take
+  exactly such a request; the other lane keeps its rate and window, so it
+  resumes at full speed when the wait is over.)
+
+Answers arriving while a lane's gate is closed belong to requests sent before
+it closed: they extend the gate but do not cut the rate again.  The rate
+never leaves [`min_rate_per_s`, `max_rate_per_s`]; `max_rate_per_s` (None by
+default: no ceiling) also caps both lanes together.
+
+The maths (`RateState`, `accepted_rate_per_s`, `next_send_at`, `window_for`)
+is pure and tested with tables; `RateLimiter` is the thin async shell, with
+time injected.
 """
 
 from __future__ import annotations
@@ -39,9 +52,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 Sleep = Callable[[float], Awaitable[None]]
+
 Monotonic = Callable[[], float]
 
 # Fewer accepted requests than this in the window say nothing about upstream's limit.
@@ -51,129 +65,109 @@ MIN_MEASURED = 4
 # wait counts in the accepted rate's window: a 3 s Retry-After would otherwise
 # read as a limit a third too low.
 GATE_CREDIT_S = 1.0
+# With no ceiling set, rates stay below this (a bound for the arithmetic, not a policy).
+RATE_BOUND_PER_S = 10_000.0
+FIRST_CUT_LOOKBACK_S = 1.0
+SRTT_GAIN = 0.125  # TCP's smoothing of the round-trip time
+MIN_RTT_WINDOW_S = 30.0  # the lowest round trip is looked for this far back
 
 
 @dataclass(frozen=True, slots=True)
 class RatePolicy:
-    """Limits, and how the allowed rate moves between them.  Rates in requests/s."""
+    """Limits, and how a lane's rate and window move between them.  Rates in requests/s."""
 
-    max_rate_per_s: float = 5.0
+    max_rate_per_s: float | None = None  # opt-in ceiling for the key (both lanes together)
     min_rate_per_s: float = 0.1
-    initial_rate_per_s: float = 2.0
-    max_concurrency: int = 4
-    start_doubling_s: float = 1.0  # until the first rate limit (0: no start phase)
+    initial_rate_per_s: float = 10.0  # per lane, before the first answer
+    max_concurrency: int = 32  # requests in flight per lane, at most
+    latency_tolerance: float = 2.0  # no growth while srtt > this x the lowest rtt
+    window_headroom: float = 1.5  # window = headroom x rate x lowest rtt (+1)
     increase_per_s: float = 1.0  # requests/s gained per second, up to the known limit
-    probe_per_s: float = 0.05  # ... above it, at first
-    probe_speedup_s: float = 5.0  # the probe gains another probe_per_s this often (0: never)
+    probe_per_s: float = 0.1  # ... above it, at first
+    probe_doubling_s: float = 4.0  # the probe's gain doubles this often while it holds (0: never)
     decrease_factor: float = 0.9  # share of the accepted rate to drop to
     blind_decrease_factor: float = 0.5  # share of the nominal rate, when nothing was measured
     window_s: float = 10.0  # the accepted rate looks back at most this far (0: never measure)
-    success_streak: int = 0  # > 0: legacy law, +increase_per_s per this many successes
-    cut_once_per_gate: bool = True  # answers arriving while the gate is closed: no new cut
 
     def __post_init__(self) -> None:
-        if not 0 < self.min_rate_per_s <= self.initial_rate_per_s <= self.max_rate_per_s:
+        ceiling = self.ceiling_per_s
+        if not 0 < self.min_rate_per_s <= self.initial_rate_per_s <= ceiling:
             raise ValueError("need 0 < min_rate_per_s <= initial_rate_per_s <= max_rate_per_s")
-        if self.max_concurrency < 1 or self.success_streak < 0:
-            raise ValueError("max_concurrency must be >= 1 and success_streak >= 0")
+        if self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
         if not (0 < self.decrease_factor < 1 and 0 < self.blind_decrease_factor < 1):
             raise ValueError("decrease factors must be between 0 and 1")
-        steps = (self.start_doubling_s, self.increase_per_s, self.probe_per_s)
-        if min(*steps, self.probe_speedup_s, self.window_s) < 0:
-            raise ValueError("increases, doubling/speed-up times and window_s must be >= 0")
+        if self.latency_tolerance < 1 or self.window_headroom <= 0:
+            raise ValueError("latency_tolerance must be >= 1 and window_headroom > 0")
+        steps = (self.increase_per_s, self.probe_per_s, self.probe_doubling_s, self.window_s)
+        if min(steps) < 0:
+            raise ValueError("increases, the probe doubling time and window_s must be >= 0")
 
-    @classmethod
-    def legacy(
-        cls,
-        *,
-        max_rate_per_s: float = 5.0,
-        min_rate_per_s: float = 0.1,
-        initial_rate_per_s: float = 2.0,
-        max_concurrency: int = 4,
-    ) -> RatePolicy:
-        """The first limiter: halve the nominal rate on every 429, +0.25/s per 10 successes."""
-        return cls(
-            max_rate_per_s=max_rate_per_s,
-            min_rate_per_s=min_rate_per_s,
-            initial_rate_per_s=initial_rate_per_s,
-            max_concurrency=max_concurrency,
-            start_doubling_s=0.0,
-            increase_per_s=0.25,
-            probe_per_s=0.25,
-            probe_speedup_s=0.0,
-            decrease_factor=0.5,
-            blind_decrease_factor=0.5,
-            window_s=0.0,
-            success_streak=10,
-            cut_once_per_gate=False,
-        )
+    @property
+    def ceiling_per_s(self) -> float:
+        return RATE_BOUND_PER_S if self.max_rate_per_s is None else self.max_rate_per_s
 
 
 @dataclass(frozen=True, slots=True)
 class RateState:
-    """The allowed rate and the last known limit (None: no rate limit seen yet).
+    """A lane's allowed rate and its last known limit (None: in slow start).
 
     `probe_s` is the sending time spent at or above the known limit since the
-    last cut (the probe speeds up with it); `streak` serves the legacy law.
+    last cut (the probe speeds up with it).
     """
 
     rate_per_s: float
     limit_per_s: float | None = None
     probe_s: float = 0.0
-    streak: int = 0
 
     @classmethod
     def initial(cls, policy: RatePolicy) -> RateState:
         return cls(rate_per_s=policy.initial_rate_per_s)
 
     def gain_per_s(self, policy: RatePolicy) -> float:
-        """How fast the rate grows now, in requests/s per second of sending."""
-        if self.limit_per_s is None:
-            if policy.start_doubling_s > 0:
-                return self.rate_per_s * math.log(2) / policy.start_doubling_s
+        """How fast the rate grows after slow start, in requests/s per second of sending."""
+        if self.limit_per_s is None or self.rate_per_s < self.limit_per_s:
             return policy.increase_per_s
-        if self.rate_per_s < self.limit_per_s:
-            return policy.increase_per_s
-        if policy.probe_speedup_s <= 0:
+        if policy.probe_doubling_s <= 0:
             return policy.probe_per_s
-        return policy.probe_per_s * (1.0 + self.probe_s / policy.probe_speedup_s)
+        # Exponential, like a TCP that finds a path freed: capacity upstream may have
+        # grown (the other endpoint went idle under a shared quota, a plan upgrade).
+        doublings = min(self.probe_s / policy.probe_doubling_s, 30.0)
+        return float(policy.probe_per_s * 2.0**doublings)
 
-    def after_success(self, policy: RatePolicy, sending_s: float) -> RateState:
-        """Additive increase for `sending_s` seconds of sending at the allowed rate.
+    def after_success(self, policy: RatePolicy, *, sending_s: float, rtt_s: float) -> RateState:
+        """Growth for one answer to a request that waited for the controller.
 
-        Those seconds count for at most one request interval (`1 / rate`), so
-        an idle spell earns nothing, and one success never more than doubles
-        the rate.  (The legacy law ignores them and counts successes.)
+        Slow start: a round trip's worth of answers doubles the rate (one answer
+        never more than doubles it).  After it: additive, for `sending_s`
+        seconds of sending, counted for at most one request interval, so an
+        idle spell earns nothing.
         """
-        if policy.success_streak:
-            return self._after_success_legacy(policy)
+        if self.limit_per_s is None:
+            step = self.rate_per_s / max(1.0, self.rate_per_s * max(rtt_s, 0.0))
+            return replace(self, rate_per_s=min(policy.ceiling_per_s, self.rate_per_s + step))
         credit_s = min(max(sending_s, 0.0), 1.0 / self.rate_per_s)
         step = min(self.gain_per_s(policy) * credit_s, self.rate_per_s)
-        probing = self.limit_per_s is not None and self.rate_per_s >= self.limit_per_s
+        probing = self.rate_per_s >= self.limit_per_s
         return replace(
             self,
-            rate_per_s=min(policy.max_rate_per_s, self.rate_per_s + step),
+            rate_per_s=min(policy.ceiling_per_s, self.rate_per_s + step),
             probe_s=self.probe_s + credit_s if probing else self.probe_s,
         )
-
-    def _after_success_legacy(self, policy: RatePolicy) -> RateState:
-        streak = self.streak + 1
-        if streak < policy.success_streak:
-            return replace(self, streak=streak)
-        rate = min(policy.max_rate_per_s, self.rate_per_s + policy.increase_per_s)
-        return replace(self, rate_per_s=rate, streak=0)
 
     def after_rate_limited(self, policy: RatePolicy, accepted_per_s: float | None) -> RateState:
         """Multiplicative decrease below what upstream accepted, never below the floor.
 
         `accepted_per_s` is upstream's accepted rate since the previous rate
-        limit (None: unknown, so the nominal rate is cut blind).  The rate the
+        limit (None: unknown, so the nominal rate is the basis).  The first
+        rate limit ends slow start, and what was accepted until then includes
+        upstream's burst, so that cut is the deep one (`blind_decrease_factor`);
+        later ones measure the steady rate (`decrease_factor`).  The rate the
         cut starts from becomes the known limit.
         """
-        if accepted_per_s is None:
-            basis, factor = self.rate_per_s, policy.blind_decrease_factor
-        else:
-            basis, factor = min(self.rate_per_s, accepted_per_s), policy.decrease_factor
+        basis = self.rate_per_s if accepted_per_s is None else min(self.rate_per_s, accepted_per_s)
+        first = self.limit_per_s is None or accepted_per_s is None
+        factor = policy.blind_decrease_factor if first else policy.decrease_factor
         rate = max(policy.min_rate_per_s, basis * factor)
         return RateState(rate_per_s=rate, limit_per_s=basis)
 
@@ -202,12 +196,149 @@ def next_send_at(
     return max(earliest, last_sent_at + 1.0 / rate_per_s)
 
 
+def window_for(policy: RatePolicy, rate_per_s: float, min_rtt_s: float | None) -> int:
+    """Requests in flight that sustain `rate_per_s` over round trips of `min_rtt_s`, with room."""
+    if min_rtt_s is None:
+        return min(policy.max_concurrency, 2)  # nothing measured yet: one round trip's probe
+    wanted = math.ceil(policy.window_headroom * rate_per_s * min_rtt_s) + 1
+    return max(1, min(policy.max_concurrency, wanted))
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One request's passage: which lane, when it went, whether it waited for the controller."""
+
+    lane: Lane
+    sent_at: float
+    paced: bool
+    answered_at: float | None = None
+
+    @property
+    def rtt_s(self) -> float | None:
+        return None if self.answered_at is None else self.answered_at - self.sent_at
+
+
+class _MinWindow:
+    """The lowest value seen in the last `span_s` seconds (a monotonic deque)."""
+
+    def __init__(self, span_s: float) -> None:
+        self._span_s = span_s
+        self._items: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, value: float) -> None:
+        while self._items and self._items[-1][1] >= value:
+            self._items.pop()
+        self._items.append((now, value))
+        while self._items[0][0] < now - self._span_s:
+            self._items.popleft()
+
+    @property
+    def value(self) -> float | None:
+        return self._items[0][1] if self._items else None
+
+
+@dataclass(eq=False)
+class Lane:
+    """One endpoint's share of the controller: its rate, window and measurements."""
+
+    name: str
+    policy: RatePolicy
+    state: RateState = field(init=False)
+    in_flight: int = 0
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    not_before: float = float("-inf")
+    last_sent_at: float | None = None
+    srtt_s: float | None = None
+    _min_rtt: _MinWindow = field(default_factory=lambda: _MinWindow(MIN_RTT_WINDOW_S))
+    _successes: deque[float] = field(default_factory=deque)
+    _last_success_at: float | None = None
+    _last_cut_at: float | None = None
+    _measure_from: float | None = None
+
+    def __post_init__(self) -> None:
+        self.state = RateState.initial(self.policy)
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.state.rate_per_s
+
+    @property
+    def limit_per_s(self) -> float | None:
+        return self.state.limit_per_s
+
+    @property
+    def min_rtt_s(self) -> float | None:
+        return self._min_rtt.value
+
+    @property
+    def window(self) -> int:
+        return window_for(self.policy, self.state.rate_per_s, self.min_rtt_s)
+
+    def latency_holds(self) -> bool:
+        low = self.min_rtt_s
+        if low is None or self.srtt_s is None:
+            return True
+        return self.srtt_s <= self.policy.latency_tolerance * low
+
+    def observe_rtt(self, now: float, rtt_s: float | None) -> None:
+        if rtt_s is None:
+            return
+        self._min_rtt.add(now, rtt_s)
+        prev = self.srtt_s
+        self.srtt_s = rtt_s if prev is None else prev + SRTT_GAIN * (rtt_s - prev)
+
+    def on_success(self, now: float, ticket: Ticket) -> None:
+        self.observe_rtt(now, ticket.rtt_s)
+        sending_s = 0.0
+        if ticket.paced and self._last_success_at is not None:
+            sending_s = now - self._last_success_at
+        self._last_success_at = now
+        if self.policy.window_s > 0:
+            self._successes.append(now)
+            while self._successes[0] <= now - self.policy.window_s:
+                self._successes.popleft()
+        if ticket.paced and self.latency_holds():
+            rtt_s = self.srtt_s if self.srtt_s is not None else 0.0
+            self.state = self.state.after_success(self.policy, sending_s=sending_s, rtt_s=rtt_s)
+
+    def on_rate_limited(self, now: float, wait_s: float, rtt_s: float | None) -> None:
+        self.observe_rtt(now, rtt_s)
+        if now >= self.not_before:  # not an answer to a request sent before the gate closed
+            self.state = self.state.after_rate_limited(self.policy, self._accepted_per_s(now))
+            self._last_cut_at = now
+        self.close_until(now + wait_s)
+
+    def leave_slow_start_at(self, limit_per_s: float) -> None:
+        """Another lane of the key found its limit and settled at `limit_per_s`: growing
+        past that blind would likely overshoot this one's too (a shared quota, or quotas
+        per endpoint and alike), so above it this lane probes slowly instead of doubling."""
+        if self.state.limit_per_s is None and self.state.rate_per_s >= limit_per_s:
+            self.state = RateState(rate_per_s=limit_per_s, limit_per_s=limit_per_s)
+
+    def close_until(self, until: float) -> None:
+        self.not_before = max(self.not_before, until)
+        if self._last_cut_at is not None:
+            self._measure_from = max(self._last_cut_at, self.not_before - GATE_CREDIT_S)
+
+    def _accepted_per_s(self, now: float) -> float | None:
+        if self.policy.window_s <= 0:
+            return None
+        if self._measure_from is None:
+            # The first rate limit: what got through in the last few round trips (at
+            # least a second) -- an overestimate while upstream's burst lasted, still
+            # far nearer than a slow start's nominal rate.
+            span_s = max(FIRST_CUT_LOOKBACK_S, 4 * (self.srtt_s or 0.0))
+            return accepted_rate_per_s(self._successes, since=now - span_s, now=now)
+        since = max(self._measure_from, now - self.policy.window_s)
+        return accepted_rate_per_s(self._successes, since=since, now=now)
+
+
 class RateLimiter:
     """The async gate every CoreClaw request passes through.
 
     Build one per API key and hand it to every client using that key (the
-    client builds its own when given none).  The same instance must serve
-    both streams, or each would be rate limited without the other knowing.
+    client builds its own when given none): announced waits and the optional
+    ceiling hold for every endpoint of the key.
     """
 
     def __init__(
@@ -218,84 +349,99 @@ class RateLimiter:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.policy = policy or RatePolicy()
-        self._state = RateState.initial(self.policy)
         self._monotonic = monotonic
         self._sleep = sleep
-        self._slots = asyncio.Semaphore(self.policy.max_concurrency)
-        self._last_sent_at: float | None = None
-        self._not_before = float("-inf")
-        self._paced = False  # the last request waited for the rate, not just the gate
-        self._successes: deque[float] = deque()  # times, at most window_s back
-        self._last_success_at: float | None = None
-        self._last_cut_at: float | None = None
-        self._measure_from: float | None = None  # start of the accepted rate's window
+        self._lanes: dict[str, Lane] = {}
+        self._not_before = float("-inf")  # announced waits: every lane
+        self._last_sent_at: float | None = None  # for the key-wide ceiling
+        self._changed = asyncio.Event()  # a slot freed: waiters for the window look again
 
-    @property
-    def rate_per_s(self) -> float:
-        return self._state.rate_per_s
-
-    @property
-    def limit_per_s(self) -> float | None:
-        """The rate the last cut started from (None before the first rate limit)."""
-        return self._state.limit_per_s
+    def lane(self, name: str = "") -> Lane:
+        """The lane of one endpoint (created on first use)."""
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = Lane(name, self.policy)
+        return lane
 
     @property
     def not_before(self) -> float:
-        """Monotonic time before which no request may be sent."""
+        """Monotonic time before which no request to any endpoint may be sent."""
         return self._not_before
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one concurrency slot, entered only when the rate and the gate allow."""
-        async with self._slots:
-            await self._wait_turn()
-            yield
+    async def slot(self, endpoint: str = "") -> AsyncIterator[Ticket]:
+        """Hold one place in the endpoint's window, entered only when rate and gates allow."""
+        lane = self.lane(endpoint)
+        ticket = await self._wait_turn(lane)
+        try:
+            yield ticket
+        finally:
+            ticket.answered_at = self._monotonic()
+            lane.in_flight -= 1
+            self._changed.set()
 
-    async def _wait_turn(self) -> None:
-        # Re-check after every sleep: a 429 seen by another request while we
-        # slept may have pushed `not_before` (or another waiter took the slot).
+    async def _wait_turn(self, lane: Lane) -> Ticket:
+        # First come, first served within a lane (asyncio.Lock is FIFO): a full scan
+        # asks for its pages in order and stores them in order, so a page overtaken
+        # at the gate would hold up every page behind it.
+        queued = lane.turn.locked()
+        async with lane.turn:
+            ticket = await self._wait_for_window_and_rate(lane)
+        ticket.paced = ticket.paced or queued
+        return ticket
+
+    async def _wait_for_window_and_rate(self, lane: Lane) -> Ticket:
+        # Look again after every wait: a rate limit seen by another request
+        # meanwhile may have closed a gate.
         paced = False
         while True:
+            if lane.in_flight >= lane.window:
+                paced = True
+                self._changed.clear()
+                await self._changed.wait()
+                continue
             now = self._monotonic()
-            send_at = next_send_at(
-                now=now,
-                last_sent_at=self._last_sent_at,
-                rate_per_s=self._state.rate_per_s,
-                not_before=self._not_before,
-            )
+            send_at = self._send_at(lane, now)
             if send_at <= now:
-                self._last_sent_at = now
-                self._paced = paced
-                return
-            paced = paced or send_at > self._not_before
+                lane.in_flight += 1
+                lane.last_sent_at = self._last_sent_at = now
+                return Ticket(lane, now, paced)
+            paced = paced or send_at > max(lane.not_before, self.not_before)
             await self._sleep(send_at - now)
 
-    def record_success(self) -> None:
-        """An accepted request: remember when, and raise the rate if requests wait for it."""
-        now = self._monotonic()
-        sending_s = 0.0
-        if self._paced and self._last_success_at is not None:
-            sending_s = now - self._last_success_at
-        self._last_success_at = now
-        if self.policy.window_s > 0:
-            self._successes.append(now)
-            while self._successes[0] <= now - self.policy.window_s:
-                self._successes.popleft()
-        self._state = self._state.after_success(self.policy, sending_s)
 
-    def record_rate_limited(self, wait_s: float) -> float:
-        """Slow down and close the gate for `wait_s`; returns the monotonic reopening time."""
-        now = self._monotonic()
-        if not (self.policy.cut_once_per_gate and now < self._not_before):
-            self._state = self._state.after_rate_limited(self.policy, self._accepted_per_s(now))
-            self._last_cut_at = now
-        self._not_before = max(self._not_before, now + wait_s)
-        if self._last_cut_at is not None:
-            self._measure_from = max(self._last_cut_at, self._not_before - GATE_CREDIT_S)
-        return self._not_before
 
-    def _accepted_per_s(self, now: float) -> float | None:
-        if self.policy.window_s <= 0 or self._measure_from is None:
-            return None
-        since = max(self._measure_from, now - self.policy.window_s)
-        return accepted_rate_per_s(self._successes, since=since, now=now)
+    def _send_at(self, lane: Lane, now: float) -> float:
+        gate = max(lane.not_before, self._not_before)
+        send_at = next_send_at(
+            now=now, last_sent_at=lane.last_sent_at, rate_per_s=lane.rate_per_s, not_before=gate
+        )
+        if self.policy.max_rate_per_s is not None:
+            key_send_at = next_send_at(
+                now=now,
+                last_sent_at=self._last_sent_at,
+                rate_per_s=self.policy.max_rate_per_s,
+                not_before=gate,
+            )
+            send_at = max(send_at, key_send_at)
+        return send_at
+
+    def record_success(self, ticket: Ticket) -> None:
+        """An accepted request: measure it, and grow the lane if it waited for the controller."""
+        lane = ticket.lane
+        lane.on_success(self._monotonic(), ticket)
+        if lane.limit_per_s is None:
+            settled = [o.rate_per_s for o in self._lanes.values() if o.limit_per_s is not None]
+            if settled:
+                lane.leave_slow_start_at(max(settled))
+        self._changed.set()  # the window may have grown
+
+    def record_rate_limited(self, ticket: Ticket, wait_s: float, *, announced: bool) -> float:
+        """Slow the ticket's lane and close gates for `wait_s`: every lane's when upstream
+        announced the wait, the lane's own otherwise.  Returns the reopening time."""
+        now = self._monotonic()
+        ticket.lane.on_rate_limited(now, wait_s, ticket.rtt_s)
+        if announced:
+            self._not_before = max(self._not_before, now + wait_s)
+        self._changed.set()
+        return max(ticket.lane.not_before, self._not_before)

@@ -40,7 +40,7 @@ from syncd.errors import (
 )
 from syncd.models import OffsetMode, Source
 from syncd.pagination import is_last_page
-from syncd.ratelimit import RateLimiter
+from syncd.ratelimit import RateLimiter, Ticket
 from tests.clock import FakeClock
 
 API = "https://api.coreclaw.test"
@@ -528,8 +528,8 @@ async def test_retry_after_is_honoured(
     with capture_logs() as logs:
         await client.list_v2(offset=0, limit=10)
     first, retry = upstream.calls
-    # The 429 also halved the rate (2/s -> 1/s), so requests are >= 1 s apart anyway.
-    assert retry.at - first.at == pytest.approx(max(wait_s, 1.0))
+    # The 429 also halved the endpoint's rate (10/s -> 5/s): requests are >= 0.2 s apart.
+    assert retry.at - first.at == pytest.approx(max(wait_s, 0.2))
     (event,) = [e for e in logs if e["event"] == "upstream_rate_limited"]
     assert event["endpoint"] == V2 and event["wait_s"] == pytest.approx(wait_s)
     assert event["long_wait"] is (wait_s > 120.0)
@@ -558,13 +558,27 @@ async def test_rate_limit_retries_are_bounded(client: CoreClawClient, upstream: 
 async def test_rate_limit_slows_the_shared_limiter(
     make_client: MakeClient, upstream: Upstream, clock: FakeClock
 ) -> None:
-    """Every 429 cuts the allowed request rate (AIMD)."""
+    """Every 429 cuts the rate of the endpoint that got it (AIMD); the other keeps its own."""
     limiter = RateLimiter(monotonic=clock.monotonic, sleep=clock.sleep)
     client = make_client(limiter=limiter)
-    start = limiter.rate_per_s
+    start = limiter.lane(V2).rate_per_s
     upstream.then(V2, reply(429, None), reply(429, None), ok())
     await client.list_v2(offset=0, limit=10)
-    assert limiter.rate_per_s == pytest.approx(start / 4)
+    assert limiter.lane(V2).rate_per_s == pytest.approx(start / 4)
+    assert limiter.lane(V1).rate_per_s == start
+
+
+async def test_a_wait_syncd_chose_holds_only_the_limited_endpoint(
+    make_client: MakeClient, upstream: Upstream, clock: FakeClock
+) -> None:
+    """A 429 without Retry-After closes v2's own gate for its backoff; v1 and the key stay open."""
+    limiter = RateLimiter(monotonic=clock.monotonic, sleep=clock.sleep)
+    client = make_client(limiter=limiter)
+    upstream.then(V2, reply(429, {"code": 13000}), ok())
+    await client.list_v2(offset=0, limit=10)
+    assert limiter.lane(V2).not_before == pytest.approx(1.0)  # rand=1.0: a 1 s backoff
+    assert limiter.not_before == float("-inf")
+    assert limiter.lane(V1).not_before == float("-inf")
 
 
 class SignallingLimiter(RateLimiter):
@@ -574,8 +588,8 @@ class SignallingLimiter(RateLimiter):
         super().__init__(monotonic=clock.monotonic, sleep=clock.sleep)
         self.gate_closed = asyncio.Event()
 
-    def record_rate_limited(self, wait_s: float) -> float:
-        reopens = super().record_rate_limited(wait_s)
+    def record_rate_limited(self, ticket: Ticket, wait_s: float, *, announced: bool) -> float:
+        reopens = super().record_rate_limited(ticket, wait_s, announced=announced)
         self.gate_closed.set()
         return reopens
 

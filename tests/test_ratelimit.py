@@ -1,9 +1,8 @@
-"""The shared limiter: rate maths as tables, then the async gate on a fake clock."""
+"""The request controller: rate and window maths as tables, then its lanes on a fake clock."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -13,8 +12,10 @@ from syncd.ratelimit import (
     RateLimiter,
     RatePolicy,
     RateState,
+    Ticket,
     accepted_rate_per_s,
     next_send_at,
+    window_for,
 )
 from tests.clock import FakeClock
 
@@ -23,21 +24,14 @@ POLICY = RatePolicy(
     min_rate_per_s=0.5,
     initial_rate_per_s=2.0,
     max_concurrency=2,
-    start_doubling_s=1.0,
     increase_per_s=1.0,
     probe_per_s=0.1,
-    probe_speedup_s=5.0,
+    probe_doubling_s=5.0,
     decrease_factor=0.9,
     blind_decrease_factor=0.5,
     window_s=10.0,
-)
-# The legacy law with small numbers: +0.5/s per 3 successes, halving, 0.25..4/s.
-LEGACY = replace(
-    RatePolicy.legacy(
-        max_rate_per_s=4.0, min_rate_per_s=0.25, initial_rate_per_s=2.0, max_concurrency=2
-    ),
-    increase_per_s=0.5,
-    success_streak=3,
+    window_headroom=2.0,
+    latency_tolerance=2.0,
 )
 
 
@@ -51,19 +45,31 @@ def limiter_on(clock: FakeClock, policy: RatePolicy = POLICY) -> RateLimiter:
 @pytest.mark.parametrize(
     ("state", "policy", "gain"),
     [
-        (RateState(2.0), POLICY, 2.0 * math.log(2)),  # start: doubling every second
-        (RateState(8.0), POLICY, 8.0 * math.log(2)),
-        (RateState(2.0), replace(POLICY, start_doubling_s=0.0), 1.0),  # no start phase
         (RateState(4.0, limit_per_s=8.0), POLICY, 1.0),  # below the known limit: increase_per_s
         (RateState(8.0, limit_per_s=8.0), POLICY, 0.1),  # at it: the probe
-        (RateState(9.0, limit_per_s=8.0, probe_s=5.0), POLICY, 0.2),  # probe speeds up ...
-        (RateState(9.0, limit_per_s=8.0, probe_s=10.0), POLICY, 0.3),  # ... with time held
-        (RateState(9.0, 8.0, probe_s=10.0), replace(POLICY, probe_speedup_s=0.0), 0.1),
+        (RateState(9.0, limit_per_s=8.0, probe_s=5.0), POLICY, 0.2),  # the probe doubles ...
+        (RateState(9.0, limit_per_s=8.0, probe_s=10.0), POLICY, 0.4),  # ... as it holds
+        (RateState(9.0, 8.0, probe_s=10.0), replace(POLICY, probe_doubling_s=0.0), 0.1),
     ],
 )
 def test_gain_per_s(state: RateState, policy: RatePolicy, gain: float) -> None:
-    """Doubling before any limit, fast up to the known limit, a slow, speeding probe above."""
+    """Fast up to the known limit, then a probe above it whose gain doubles as it holds."""
     assert state.gain_per_s(policy) == pytest.approx(gain)
+
+
+@pytest.mark.parametrize(
+    ("start", "rtt_s"),
+    [(2.0, 0.15), (20.0, 0.15), (40.0, 0.15), (10.0, 0.005), (300.0, 0.3)],
+)
+def test_slow_start_doubles_per_round_trip_of_answers(start: float, rtt_s: float) -> None:
+    """Before any rate limit, the answers of one round trip (rate x rtt of them) double the
+    rate, at any latency; when fewer than one answer arrives per round trip, each doubles it."""
+    policy = replace(POLICY, max_rate_per_s=None)
+    state = RateState(start)
+    answers = max(1, round(start * rtt_s))
+    for _ in range(answers):
+        state = state.after_success(policy, sending_s=0.0, rtt_s=rtt_s)
+    assert state.rate_per_s == pytest.approx(2 * start, rel=0.01)
 
 
 @pytest.mark.parametrize(
@@ -71,17 +77,17 @@ def test_gain_per_s(state: RateState, policy: RatePolicy, gain: float) -> None:
     [
         (RateState(4.0, 8.0), 0.25, 4.25, 0.0),  # one interval at 4/s earns 0.25 s
         (RateState(4.0, 8.0), 60.0, 4.25, 0.0),  # an idle minute earns no more
-        (RateState(4.0, 8.0), 0.0, 4.0, 0.0),  # not waiting for the rate: nothing
-        (RateState(2.0), 0.5, 2.0 + math.log(2), 0.0),  # start phase
+        (RateState(4.0, 8.0), 0.0, 4.0, 0.0),  # no time spent sending: nothing
         (RateState(10.0, 10.0), 0.1, 10.01, 0.1),  # probing: probe time adds up
-        (RateState(10.0, 10.0, probe_s=2.0), 0.1, 10.0 + 0.1 * 1.4 * 0.1, 2.1),
+        (RateState(10.0, 10.0, probe_s=5.0), 0.1, 10.0 + 0.1 * 2.0 * 0.1, 5.1),
         (RateState(0.5, 8.0), 10.0, 1.0, 0.0),  # one success at most doubles the rate
-        (RateState(19.9), 1.0, 20.0, 0.0),  # never above the ceiling
+        (RateState(19.99, 30.0), 1.0, 20.0, 0.0),  # never above the ceiling
+        (RateState(19.0), 0.0, 20.0, 0.0),  # slow start too
     ],
 )
 def test_after_success(state: RateState, sending_s: float, rate: float, probe_s: float) -> None:
-    """Each success earns the time it took, at most one request interval."""
-    got = state.after_success(POLICY, sending_s)
+    """After slow start each success earns the time it took, at most one request interval."""
+    got = state.after_success(POLICY, sending_s=sending_s, rtt_s=0.1)
     assert got.rate_per_s == pytest.approx(rate)
     assert got.probe_s == pytest.approx(probe_s)
     assert got.limit_per_s == state.limit_per_s
@@ -96,7 +102,7 @@ def test_increase_is_per_second_whatever_the_rate(start: float) -> None:
     while elapsed < 1.0:
         interval = 1.0 / state.rate_per_s
         elapsed += interval
-        state = state.after_success(policy, interval)
+        state = state.after_success(policy, sending_s=interval, rtt_s=0.1)
     assert (state.rate_per_s - start) / elapsed == pytest.approx(policy.increase_per_s)
 
 
@@ -105,46 +111,21 @@ def test_increase_is_per_second_whatever_the_rate(start: float) -> None:
     [
         (RateState(8.0), None, 4.0, 8.0),  # nothing measured: halve the nominal rate
         (RateState(8.0, 6.0), 5.0, 4.5, 5.0),  # below what upstream accepted
-        (RateState(8.0), 12.0, 7.2, 8.0),  # accepted above nominal: nominal is the basis
-        (RateState(50.0), 9.0, 8.1, 9.0),  # a nominal rate far above what got through
+        (RateState(8.0, 10.0), 12.0, 7.2, 8.0),  # accepted above nominal: nominal is the basis
+        (RateState(50.0, 40.0), 9.0, 8.1, 9.0),  # a nominal rate far above what got through
+        (RateState(50.0), 9.0, 4.5, 9.0),  # the first cut (a burst inflated it): deep
         (RateState(0.6), None, 0.5, 0.6),  # never below the floor
     ],
 )
 def test_after_rate_limited(
     state: RateState, accepted: float | None, rate: float, limit: float
 ) -> None:
-    """The cut starts from min(nominal, accepted), and that becomes the known limit."""
+    """The cut starts from min(nominal, accepted), and that becomes the known limit;
+    the first one, ending slow start, is the deep one."""
     got = replace(state, probe_s=7.0).after_rate_limited(POLICY, accepted)
     assert got.rate_per_s == pytest.approx(rate)
     assert got.limit_per_s == pytest.approx(limit)
     assert got.probe_s == 0.0  # the probe starts over
-
-
-@pytest.mark.parametrize(
-    ("events", "rate", "streak"),
-    [
-        ("", 2.0, 0),
-        ("ss", 2.0, 2),  # below the streak: no change yet
-        ("sss", 2.5, 0),  # one additive step
-        ("ssssss", 3.0, 0),
-        ("s" * 30, 4.0, 0),  # never above the ceiling
-        ("x", 1.0, 0),  # multiplicative decrease
-        ("xx", 0.5, 0),  # on every rate-limit answer
-        ("xxxxxx", 0.25, 0),  # never below the floor
-        ("ssx", 1.0, 0),  # a 429 resets the streak
-        ("ssxsss", 1.5, 0),
-    ],
-)
-def test_legacy_law(events: str, rate: float, streak: int) -> None:
-    """The legacy preset: a step per streak of successes, halving on every 429."""
-    state = RateState.initial(LEGACY)
-    for event in events:
-        if event == "s":
-            state = state.after_success(LEGACY, 0.0)
-        else:
-            state = state.after_rate_limited(LEGACY, None)
-    assert state.rate_per_s == pytest.approx(rate)
-    assert state.streak == streak
 
 
 @pytest.mark.parametrize(
@@ -186,118 +167,171 @@ def test_next_send_at(
 
 
 @pytest.mark.parametrize(
+    ("rate", "min_rtt_s", "cap", "window"),
+    [
+        (10.0, None, 32, 2),  # nothing measured: a small first window
+        (10.0, None, 1, 1),
+        (25.0, 0.15, 32, 9),  # 2 x 25/s x 150 ms + 1: the far API's in-flight need, doubled
+        (100.0, 0.15, 32, 31),
+        (1000.0, 0.15, 32, 32),  # never above max_concurrency
+        (500.0, 0.002, 32, 3),  # a near server needs few in flight
+        (0.1, 0.3, 32, 2),
+    ],
+)
+def test_window_follows_the_rate_and_the_round_trip(
+    rate: float, min_rtt_s: float | None, cap: int, window: int
+) -> None:
+    """Requests in flight = headroom x rate x lowest round trip + 1, within [1, max_concurrency]."""
+    policy = replace(POLICY, max_rate_per_s=None, max_concurrency=cap)
+    assert window_for(policy, rate, min_rtt_s) == window
+
+
+@pytest.mark.parametrize(
     "kwargs",
     [
         {"min_rate_per_s": 0.0},
         {"initial_rate_per_s": 50.0},
         {"max_concurrency": 0},
-        {"success_streak": -1},
         {"decrease_factor": 1.0},
         {"blind_decrease_factor": 0.0},
         {"probe_per_s": -0.1},
         {"window_s": -1.0},
+        {"latency_tolerance": 0.5},
+        {"window_headroom": 0.0},
     ],
 )
 def test_invalid_policy(kwargs: dict[str, Any]) -> None:
     """Nonsense limits are refused at construction."""
     with pytest.raises(ValueError):
-        RatePolicy(**kwargs)
+        replace(POLICY, **kwargs)
 
 
-def test_default_policy_is_adaptive_and_legacy_is_reachable() -> None:
-    """The defaults are the adaptive policy; the first limiter stays available by name."""
-    assert RatePolicy().decrease_factor == 0.9 and RatePolicy().window_s > 0
-    legacy = RatePolicy.legacy(max_rate_per_s=50.0, max_concurrency=3)
-    assert (legacy.max_rate_per_s, legacy.max_concurrency) == (50.0, 3)
-    assert (legacy.success_streak, legacy.increase_per_s, legacy.decrease_factor) == (10, 0.25, 0.5)
+def test_default_policy_has_no_ceiling() -> None:
+    """By default nothing caps the rate below what upstream grants."""
+    policy = RatePolicy()
+    assert policy.max_rate_per_s is None and policy.max_concurrency >= 16
 
 
-# -- the async limiter on a fake clock -----------------------------------------
+# -- the async controller on a fake clock ------------------------------------------
+
+
+async def send(
+    limiter: RateLimiter, clock: FakeClock, lane: str = "", rtt_s: float = 0.0
+) -> Ticket:
+    """One request through a lane, answered `rtt_s` later with a success."""
+    async with limiter.slot(lane) as ticket:
+        clock.now += rtt_s
+    limiter.record_success(ticket)
+    return ticket
 
 
 async def test_requests_are_spaced_by_the_rate() -> None:
-    """At 2 requests/s, three requests go out at t=0, 0.5, 1.0."""
+    """At 2 requests/s, three requests in a row go out at t=0, 0.5, 1.0 (and speed it up)."""
     clock = FakeClock()
-    limiter = limiter_on(clock)
-    sent = []
-    for _ in range(3):
-        async with limiter.slot():
-            sent.append(clock.now)
-    assert sent == pytest.approx([0.0, 0.5, 1.0])
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None))
+    sent = [(await send(limiter, clock)).sent_at for _ in range(3)]
+    assert sent[:2] == pytest.approx([0.0, 0.5])
+    assert 0.5 < sent[2] <= 1.0  # the second answer, which waited, raised the rate
 
 
-async def test_gate_holds_every_request_until_the_wait_is_over() -> None:
-    """After record_rate_limited(30), nothing is sent before t=30; the first cut halves."""
+async def test_announced_gate_holds_every_endpoint_until_the_wait_is_over() -> None:
+    """Retry-After: 30 on one endpoint: nothing to either endpoint before t=30."""
     clock = FakeClock()
     limiter = limiter_on(clock)
-    async with limiter.slot():
-        pass
-    assert limiter.record_rate_limited(30.0) == 30.0
-    assert limiter.rate_per_s == 1.0
+    ticket = await send(limiter, clock, "v2")
+    assert limiter.record_rate_limited(ticket, 30.0, announced=True) == 30.0
+    assert limiter.lane("v2").rate_per_s == 1.0  # the first cut halves ...
+    assert limiter.lane("v1").rate_per_s == 2.0  # ... only the limited endpoint's rate
     sent: list[float] = []
 
-    async def request() -> None:
-        async with limiter.slot():
-            sent.append(clock.now)
+    async def request(lane: str) -> None:
+        sent.append((await send(limiter, clock, lane)).sent_at)
 
-    await asyncio.gather(*(request() for _ in range(3)))
-    assert len(sent) == 3
-    assert min(sent) >= 30.0
-    assert sorted(sent) == sent  # spacing still applies after the gate opens
-    assert sent[1] - sent[0] >= 1.0
+    await asyncio.gather(request("v1"), request("v2"), request("v2"))
+    assert len(sent) == 3 and min(sent) >= 30.0
+
+
+async def test_a_wait_syncd_chose_holds_only_its_endpoint() -> None:
+    """A rate limit without Retry-After closes the limited lane's gate, not the other's."""
+    clock = FakeClock()
+    limiter = limiter_on(clock)
+    ticket = await send(limiter, clock, "v2")
+    limiter.record_rate_limited(ticket, 5.0, announced=False)
+    v1 = await send(limiter, clock, "v1")
+    assert v1.sent_at < 5.0
+    v2 = await send(limiter, clock, "v2")
+    assert v2.sent_at >= 5.0
 
 
 async def test_gate_only_moves_forward() -> None:
     """A shorter wait reported later does not reopen a gate closed for longer."""
     clock = FakeClock()
     limiter = limiter_on(clock)
-    limiter.record_rate_limited(60.0)
-    limiter.record_rate_limited(1.0)
-    assert limiter.not_before == 60.0
+    ticket = await send(limiter, clock)
+    limiter.record_rate_limited(ticket, 60.0, announced=True)
+    limiter.record_rate_limited(ticket, 1.0, announced=True)
+    assert limiter.not_before == 60.0 and limiter.lane().not_before == 60.0
 
 
-@pytest.mark.parametrize(("policy", "rate"), [(POLICY, 1.0), (LEGACY, 0.5)])
-async def test_answers_while_the_gate_is_closed_cut_once(policy: RatePolicy, rate: float) -> None:
+async def test_answers_while_the_gate_is_closed_cut_once() -> None:
     """A second 429 from a request sent before the gate closed extends it, no second cut."""
     clock = FakeClock()
-    limiter = limiter_on(clock, policy)
-    limiter.record_rate_limited(2.0)
+    limiter = limiter_on(clock)
+    ticket = await send(limiter, clock)
+    limiter.record_rate_limited(ticket, 2.0, announced=False)
     clock.now = 0.1
-    assert limiter.record_rate_limited(5.0) == pytest.approx(5.1)
-    assert limiter.rate_per_s == rate  # the legacy preset cuts on every answer
+    assert limiter.record_rate_limited(ticket, 5.0, announced=False) == pytest.approx(5.1)
+    assert limiter.lane().rate_per_s == 1.0
 
 
 async def test_cut_from_what_upstream_accepted() -> None:
     """A later 429 cuts to 0.9 x accepted rate since the previous one (wait counted <= 1 s)."""
     clock = FakeClock()
     limiter = limiter_on(clock, replace(POLICY, initial_rate_per_s=16.0))
-    limiter.record_rate_limited(3.0)  # blind: 16 -> 8, gate until t=3
-    assert (limiter.rate_per_s, limiter.limit_per_s) == (8.0, 16.0)
+    lane = limiter.lane()
+    ticket = await send(limiter, clock)
+    limiter.record_rate_limited(ticket, 3.0, announced=False)  # blind: 16 -> 8, gate until 3
+    assert (lane.rate_per_s, lane.limit_per_s) == (8.0, 16.0)
     for t in (3.0, 3.5, 4.0, 4.5, 5.0, 5.5):  # 6 accepted, not paced: no increase
         clock.now = t
-        limiter.record_success()
+        limiter.record_success(Ticket(lane, t, paced=False))
     clock.now = 6.0
-    limiter.record_rate_limited(0.5)
+    limiter.record_rate_limited(ticket, 0.5, announced=False)
     # measured from t=2 (1 s before the gate reopened), not t=0: 6 / 4 s
-    assert limiter.limit_per_s == pytest.approx(1.5)
-    assert limiter.rate_per_s == pytest.approx(1.35)
+    assert lane.limit_per_s == pytest.approx(1.5)
+    assert lane.rate_per_s == pytest.approx(1.35)
 
 
-async def test_paced_requests_raise_the_rate_idle_ones_do_not() -> None:
-    """The rate grows only while requests wait for it, by increase_per_s per second."""
+async def test_requests_that_wait_raise_the_rate_idle_ones_do_not() -> None:
+    """The rate grows only with answers to requests that waited for the controller."""
     clock = FakeClock()
-    limiter = limiter_on(clock, replace(POLICY, start_doubling_s=0.0))
-    for _ in range(3):  # t = 0, 0.5, ~0.9: the first success earns nothing
-        async with limiter.slot():
-            pass
-        limiter.record_success()
-    assert limiter.rate_per_s == pytest.approx(2.0 + 0.5 + 1 / 2.5)
-    before = limiter.rate_per_s
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None))
+    lane = limiter.lane()
+    await send(limiter, clock)  # went at once: earns nothing
+    assert lane.rate_per_s == 2.0
+    await send(limiter, clock)  # waited 0.5 s for the rate: slow start doubles it
+    assert lane.rate_per_s == pytest.approx(4.0)
     clock.now += 60.0  # idle: the next request does not wait
-    async with limiter.slot():
-        pass
-    limiter.record_success()
-    assert limiter.rate_per_s == before
+    await send(limiter, clock)
+    assert lane.rate_per_s == pytest.approx(4.0)
+
+
+async def test_growth_holds_while_latency_inflates() -> None:
+    """Round trips far above the lowest one seen (upstream queueing) stop the rate growing."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, max_concurrency=64))
+    lane = limiter.lane()
+    await send(limiter, clock, rtt_s=0.1)
+    for _ in range(3):
+        await send(limiter, clock, rtt_s=0.1)
+    grown = lane.rate_per_s
+    assert grown > 2.0
+    for _ in range(20):  # every answer now takes 1 s
+        await send(limiter, clock, rtt_s=1.0)
+    assert lane.srtt_s is not None and lane.srtt_s > 2 * 0.1
+    held = lane.rate_per_s
+    await send(limiter, clock, rtt_s=1.0)
+    assert lane.rate_per_s == held
 
 
 async def test_rate_stays_between_floor_and_ceiling() -> None:
@@ -305,44 +339,49 @@ async def test_rate_stays_between_floor_and_ceiling() -> None:
     clock = FakeClock()
     limiter = limiter_on(clock)
     for _ in range(500):
-        async with limiter.slot():
-            pass
-        limiter.record_success()
-    assert limiter.rate_per_s == POLICY.max_rate_per_s
+        await send(limiter, clock)
+    assert limiter.lane().rate_per_s == POLICY.max_rate_per_s
+    ticket = await send(limiter, clock)
     for _ in range(50):
-        limiter.record_rate_limited(0.0)
+        limiter.record_rate_limited(ticket, 0.0, announced=False)
         clock.now += 1.0
-    assert limiter.rate_per_s == POLICY.min_rate_per_s
+    assert limiter.lane().rate_per_s == POLICY.min_rate_per_s
 
 
-async def test_concurrency_ceiling() -> None:
-    """No more than max_concurrency requests are in flight at once."""
+async def test_the_ceiling_holds_both_endpoints_together() -> None:
+    """max_rate_per_s caps the key: two lanes at 20/s each still send 20/s in all."""
     clock = FakeClock()
-    fast = RatePolicy(max_rate_per_s=1000.0, initial_rate_per_s=1000.0, max_concurrency=2)
+    policy = replace(POLICY, initial_rate_per_s=20.0)
+    limiter = limiter_on(clock, policy)
+    sent: list[float] = []
+
+    async def stream(lane: str) -> None:
+        for _ in range(10):
+            sent.append((await send(limiter, clock, lane)).sent_at)
+
+    await asyncio.gather(stream("v1"), stream("v2"))
+    span = max(sent) - min(sent)
+    assert len(sent) == 20 and span >= 19 / 20.0 - 1e-9
+
+
+async def test_window_caps_requests_in_flight() -> None:
+    """No more requests are in flight at once than the lane's window allows."""
+    clock = FakeClock()
+    fast = RatePolicy(initial_rate_per_s=1000.0, max_concurrency=3)
     limiter = limiter_on(clock, fast)
     in_flight = peak = 0
 
     async def request() -> None:
         nonlocal in_flight, peak
-        async with limiter.slot():
+        async with limiter.slot("v1") as ticket:
             in_flight += 1
             peak = max(peak, in_flight)
             await asyncio.sleep(0)
             await asyncio.sleep(0)
             in_flight -= 1
+        limiter.record_success(ticket)
 
-    await asyncio.gather(*(request() for _ in range(6)))
-    assert peak == 2
-
-
-async def test_legacy_preset_through_the_limiter() -> None:
-    """RatePolicy.legacy(): +0.25/s after 10 successes, halved by each 429."""
-    clock = FakeClock()
-    limiter = limiter_on(clock, RatePolicy.legacy())
-    for _ in range(10):
-        limiter.record_success()
-    assert limiter.rate_per_s == 2.25
-    limiter.record_rate_limited(1.0)
-    clock.now = 1.0
-    limiter.record_rate_limited(1.0)
-    assert limiter.rate_per_s == pytest.approx(2.25 / 4)
+    await asyncio.gather(*(request() for _ in range(12)))
+    assert peak == 2  # before any round trip is measured the window is 2
+    window = limiter.lane("v1").window
+    assert 1 <= window <= 3
