@@ -11,16 +11,20 @@ TCP finds a path's window:
   Growth holds while the smoothed round trip is above `latency_tolerance`
   times the lowest one seen (upstream is queueing, more would not help).
 * **in flight**: each lane's window follows its rate: `window_headroom x rate
-  x lowest rtt + 1` requests (Little's law with room to spare), between 1 and
+  x smoothed rtt + 1` requests (Little's law with room to spare), between 1 and
   `max_concurrency`.  On a far API the window, not the rate, is what a fixed
   concurrency would cap.
 * **decrease**: a rate limit drops the lane's rate to `decrease_factor` times
   the rate upstream actually *accepted* since its previous one (the first
   one, with nothing measured, halves it); that rate becomes the known limit.
-* **increase**: additive per second of sending up to the known limit, then a
+* **increase**: per second of sending, a quarter of the known limit up to it
+  (at least `increase_per_s`), then a
   probe above it that starts slow and doubles its gain every
   `probe_doubling_s` it holds, so capacity freed upstream (the other endpoint
-  idle under a shared quota) is found in seconds, not minutes.
+  idle under a shared quota) is found in seconds, not minutes.  When the other
+  endpoint goes quiet (its backfill done), a lane may also climb at recovery
+  speed to its rate plus the quiet one's: under a shared quota that is the
+  room just freed; under separate ones it costs one rate limit.
 
 Each endpoint has its own lane (rate, window, measurements), so one
 endpoint's rate limit does not cut the other's rate when the quotas are
@@ -67,7 +71,9 @@ MIN_MEASURED = 4
 GATE_CREDIT_S = 1.0
 # With no ceiling set, rates stay below this (a bound for the arithmetic, not a policy).
 RATE_BOUND_PER_S = 10_000.0
-FIRST_CUT_LOOKBACK_S = 1.0
+FIRST_CUT_LOOKBACK_S = 1.0  # the first cut measures what got through this far back, at least
+IDLE_AFTER_S = 1.0  # a lane that sent nothing for this long is between cycles
+QUEUE_SLACK_S = 0.05  # round trips this far above the lowest are not queueing yet
 SRTT_GAIN = 0.125  # TCP's smoothing of the round-trip time
 MIN_RTT_WINDOW_S = 30.0  # the lowest round trip is looked for this far back
 
@@ -82,7 +88,8 @@ class RatePolicy:
     max_concurrency: int = 32  # requests in flight per lane, at most
     latency_tolerance: float = 2.0  # no growth while srtt > this x the lowest rtt
     window_headroom: float = 1.5  # window = headroom x rate x lowest rtt (+1)
-    increase_per_s: float = 1.0  # requests/s gained per second, up to the known limit
+    increase_per_s: float = 1.0  # requests/s gained per second, up to the known limit, at least
+    recovery_share_per_s: float = 0.25  # ... or this share of the known limit per second
     probe_per_s: float = 0.1  # ... above it, at first
     probe_doubling_s: float = 4.0  # the probe's gain doubles this often while it holds (0: never)
     decrease_factor: float = 0.9  # share of the accepted rate to drop to
@@ -99,7 +106,13 @@ class RatePolicy:
             raise ValueError("decrease factors must be between 0 and 1")
         if self.latency_tolerance < 1 or self.window_headroom <= 0:
             raise ValueError("latency_tolerance must be >= 1 and window_headroom > 0")
-        steps = (self.increase_per_s, self.probe_per_s, self.probe_doubling_s, self.window_s)
+        steps = (
+            self.increase_per_s,
+            self.recovery_share_per_s,
+            self.probe_per_s,
+            self.probe_doubling_s,
+            self.window_s,
+        )
         if min(steps) < 0:
             raise ValueError("increases, the probe doubling time and window_s must be >= 0")
 
@@ -126,8 +139,10 @@ class RateState:
 
     def gain_per_s(self, policy: RatePolicy) -> float:
         """How fast the rate grows after slow start, in requests/s per second of sending."""
-        if self.limit_per_s is None or self.rate_per_s < self.limit_per_s:
+        if self.limit_per_s is None:
             return policy.increase_per_s
+        if self.rate_per_s < self.limit_per_s:
+            return max(policy.increase_per_s, policy.recovery_share_per_s * self.limit_per_s)
         if policy.probe_doubling_s <= 0:
             return policy.probe_per_s
         # Exponential, like a TCP that finds a path freed: capacity upstream may have
@@ -196,11 +211,11 @@ def next_send_at(
     return max(earliest, last_sent_at + 1.0 / rate_per_s)
 
 
-def window_for(policy: RatePolicy, rate_per_s: float, min_rtt_s: float | None) -> int:
-    """Requests in flight that sustain `rate_per_s` over round trips of `min_rtt_s`, with room."""
-    if min_rtt_s is None:
+def window_for(policy: RatePolicy, rate_per_s: float, rtt_s: float | None) -> int:
+    """Requests in flight that sustain `rate_per_s` over round trips of `rtt_s`, with room."""
+    if rtt_s is None:
         return min(policy.max_concurrency, 2)  # nothing measured yet: one round trip's probe
-    wanted = math.ceil(policy.window_headroom * rate_per_s * min_rtt_s) + 1
+    wanted = math.ceil(policy.window_headroom * rate_per_s * rtt_s) + 1
     return max(1, min(policy.max_concurrency, wanted))
 
 
@@ -272,13 +287,21 @@ class Lane:
 
     @property
     def window(self) -> int:
-        return window_for(self.policy, self.state.rate_per_s, self.min_rtt_s)
+        # The smoothed round trip, not the lowest: it is what a request really takes,
+        # and growth already stops while it is far above the lowest.
+        return window_for(self.policy, self.state.rate_per_s, self.srtt_s)
 
     def latency_holds(self) -> bool:
+        """No sign of upstream queueing: the smoothed round trip is near the lowest one.
+
+        Near means within `latency_tolerance` times it, or `QUEUE_SLACK_S` above it:
+        on a near server a few milliseconds of this process's own busy event loop
+        would otherwise read as queueing upstream.
+        """
         low = self.min_rtt_s
         if low is None or self.srtt_s is None:
             return True
-        return self.srtt_s <= self.policy.latency_tolerance * low
+        return self.srtt_s <= max(self.policy.latency_tolerance * low, low + QUEUE_SLACK_S)
 
     def observe_rtt(self, now: float, rtt_s: float | None) -> None:
         if rtt_s is None:
@@ -307,6 +330,17 @@ class Lane:
             self.state = self.state.after_rate_limited(self.policy, self._accepted_per_s(now))
             self._last_cut_at = now
         self.close_until(now + wait_s)
+
+    def idle(self, now: float) -> bool:
+        """Nothing sent for a while, nothing waiting: this endpoint's stream is between cycles."""
+        recent = self.last_sent_at is not None and now - self.last_sent_at < IDLE_AFTER_S
+        return not (self.in_flight or self.turn.locked() or recent)
+
+    def allow_up_to(self, limit_per_s: float) -> None:
+        """Raise the known limit (never lower it) so the rate may climb there at recovery speed."""
+        known = self.state.limit_per_s
+        if known is not None and limit_per_s > known:
+            self.state = replace(self.state, limit_per_s=limit_per_s, probe_s=0.0)
 
     def leave_slow_start_at(self, limit_per_s: float) -> None:
         """Another lane of the key found its limit and settled at `limit_per_s`: growing
@@ -428,12 +462,20 @@ class RateLimiter:
 
     def record_success(self, ticket: Ticket) -> None:
         """An accepted request: measure it, and grow the lane if it waited for the controller."""
-        lane = ticket.lane
-        lane.on_success(self._monotonic(), ticket)
+        lane, now = ticket.lane, self._monotonic()
+        lane.on_success(now, ticket)
+        others = [o for o in self._lanes.values() if o is not lane]
         if lane.limit_per_s is None:
-            settled = [o.rate_per_s for o in self._lanes.values() if o.limit_per_s is not None]
+            settled = [o.rate_per_s for o in others if o.limit_per_s is not None]
             if settled:
                 lane.leave_slow_start_at(max(settled))
+        else:
+            # An endpoint gone quiet (its backfill done) may have left room under a
+            # shared quota: climb towards this rate plus its, at recovery speed.  Under
+            # quotas per endpoint that costs one rate limit, which measures the real one.
+            freed = sum(o.rate_per_s for o in others if o.idle(now))
+            if freed:
+                lane.allow_up_to(lane.rate_per_s + freed)
         self._changed.set()  # the window may have grown
 
     def record_rate_limited(self, ticket: Ticket, wait_s: float, *, announced: bool) -> float:

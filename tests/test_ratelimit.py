@@ -25,6 +25,7 @@ POLICY = RatePolicy(
     initial_rate_per_s=2.0,
     max_concurrency=2,
     increase_per_s=1.0,
+    recovery_share_per_s=0.0,
     probe_per_s=0.1,
     probe_doubling_s=5.0,
     decrease_factor=0.9,
@@ -50,6 +51,9 @@ def limiter_on(clock: FakeClock, policy: RatePolicy = POLICY) -> RateLimiter:
         (RateState(9.0, limit_per_s=8.0, probe_s=5.0), POLICY, 0.2),  # the probe doubles ...
         (RateState(9.0, limit_per_s=8.0, probe_s=10.0), POLICY, 0.4),  # ... as it holds
         (RateState(9.0, 8.0, probe_s=10.0), replace(POLICY, probe_doubling_s=0.0), 0.1),
+        # recovery towards a known limit: a share of it per second, at least increase_per_s
+        (RateState(4.0, 40.0), replace(POLICY, recovery_share_per_s=0.25), 10.0),
+        (RateState(2.0, 2.0 + 1e-9), replace(POLICY, recovery_share_per_s=0.25), 1.0),
     ],
 )
 def test_gain_per_s(state: RateState, policy: RatePolicy, gain: float) -> None:
