@@ -1,10 +1,13 @@
 """A whole-list pass (backfill or reconciliation) for one stream.
 
-Once the first page has given `count`, a few pages are fetched ahead at a time
-while earlier ones are written; pages are stored strictly in order, several per
-transaction, each batch with a checkpoint naming the next page.  Pages answered
-out of order while runs arrive at the head are fetched again in order
-(`_in_order`), so no run slips between two pages.
+Three stages overlap, so the slowest sets the pace, not their sum: once the
+first page has given `count`, pages are fetched ahead (as many as the request
+controller lets fly); the loop takes them in order and gathers them into
+batches; one writer task stores the batches, strictly in order, each in one
+transaction with a checkpoint naming the next page.  While PostgreSQL merges
+one batch, the next pages arrive and are decoded.  Pages answered out of order
+while runs arrive at the head are fetched again in order (`_in_order`), so no
+run slips between two pages.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -53,6 +56,11 @@ class FullScan:
         self.batch: list[Page] = []
         self.batch_rows = 0
         self.last_number = start - 1
+        # One batch being written and one waiting: enough to overlap, bounded in memory.
+        self.to_write: asyncio.Queue[tuple[list[Page], dict[str, object], int, int] | None] = (
+            asyncio.Queue(maxsize=1)
+        )
+        self.writer: asyncio.Task[None] | None = None
         self.progress = Progress(
             sync.stream.value, time.monotonic(), start_items=self.items_seen, done=self.items_seen
         )
@@ -109,6 +117,13 @@ class FullScan:
         return page
 
     async def run(self, stop: asyncio.Event | None) -> None:
+        self.writer = asyncio.ensure_future(self._write_batches())
+        try:
+            await self._scan(stop)
+        finally:
+            await self._drain()
+
+    async def _scan(self, stop: asyncio.Event | None) -> None:
         number = self.start
         try:
             while True:
@@ -137,9 +152,10 @@ class FullScan:
                 if last or stopping or self._should_flush(number + 1):
                     await self._flush()
                 if last:
+                    await self._drain()  # completed means stored
                     self.report.completed = True
                     self.progress.finished = True
-                    self._report_progress(page.count)
+                    self._report_progress(page.count, self.items_seen, self.last_number)
                     return
                 if stopping:
                     log.info(
@@ -156,26 +172,57 @@ class FullScan:
     def _should_flush(self, next_number: int) -> bool:
         if self.batch_rows >= self.sync.settings.backfill_batch_rows:
             return True
+        if not self.to_write.empty():
+            return False  # the writer has work queued: let this batch grow meanwhile
         nxt = self.pending.get(next_number)
-        # Flush now unless the next page is already here to join the batch.
+        # Hand over now unless the next page is already here to join the batch.
         return nxt is None or not nxt.done()
 
     async def _flush(self) -> None:
+        """Hand the batch to the writer (waits only while it is a batch behind)."""
         pages, self.batch, self.batch_rows = self.batch, [], 0
-        checkpoint = {
+        checkpoint: dict[str, object] = {
             "kind": CHECKPOINT_KIND,
             "purpose": self.report.kind.value,
             "next_page": self.last_number + 1,
             "page_size": self.sync.page_size,
             "cycle_started_at": self.started.isoformat(),
         }
-        await self.sync._store(self.report, pages, checkpoint)
-        self._report_progress(pages[-1].count)
+        assert self.writer is not None
+        put = asyncio.ensure_future(
+            self.to_write.put((pages, checkpoint, self.items_seen, self.last_number))
+        )
+        # A writer that failed takes no more batches: its error is the scan's.
+        await asyncio.wait({put, self.writer}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+        if self.writer.done():
+            self.writer.result()
 
-    def _report_progress(self, count: int | None) -> None:
+    async def _write_batches(self) -> None:
+        while (item := await self.to_write.get()) is not None:
+            pages, checkpoint, items_seen, last_number = item
+            await self.sync._store(self.report, pages, checkpoint)
+            self._report_progress(pages[-1].count, items_seen, last_number)
+
+    async def _drain(self) -> None:
+        """Wait until every batch handed over is stored; raise the writer's error if any."""
+        writer = self.writer
+        if writer is None:
+            return
+        if not writer.done():
+            put = asyncio.ensure_future(self.to_write.put(None))
+            await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if not put.done():
+                put.cancel()
+            await asyncio.wait({writer})
+        self.writer = None
+        writer.result()
+
+    def _report_progress(self, count: int | None, items_seen: int, last_number: int) -> None:
         stream, now_s = self.sync.stream.value, time.monotonic()
         progress = self.progress
-        progress.done, progress.pages = self.items_seen, self.last_number + 1
+        progress.done, progress.pages = items_seen, last_number + 1
         progress.total = count if count is not None else progress.total
         metrics.BACKFILL_PAGES.labels(stream).set(progress.pages)
         if progress.total is not None:
@@ -191,7 +238,10 @@ class FullScan:
             self.sync.on_progress(progress)
 
     async def cancel_pending(self) -> None:
-        tasks = list(self.pending.values())
+        tasks: list[asyncio.Future[Any]] = [*self.pending.values()]
+        if self.writer is not None:  # a drain cut short by a second cancellation
+            tasks.append(self.writer)
+            self.writer = None
         self.pending.clear()
         for task in tasks:
             task.cancel()

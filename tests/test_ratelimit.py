@@ -389,3 +389,50 @@ async def test_window_caps_requests_in_flight() -> None:
     assert peak == 2  # before any round trip is measured the window is 2
     window = limiter.lane("v1").window
     assert 1 <= window <= 3
+
+
+async def test_a_lane_in_slow_start_stops_doubling_at_a_rate_another_lane_settled_at() -> None:
+    """Once one endpoint found its limit, the other no longer doubles past that rate blind."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=4.0))
+    v1, v2 = limiter.lane("v1"), limiter.lane("v2")
+    ticket = await send(limiter, clock, "v1")
+    limiter.record_rate_limited(ticket, 0.0, announced=False)  # v1: 4/s -> 2/s, limit 4
+    assert (v1.rate_per_s, v1.limit_per_s) == (2.0, 4.0)
+    for _ in range(3):
+        await send(limiter, clock, "v2")
+    assert v2.limit_per_s == 2.0
+    assert 2.0 <= v2.rate_per_s < 2.5  # probing slowly above it, not doubling
+
+
+async def test_requests_of_a_lane_go_in_the_order_they_asked() -> None:
+    """First come, first served within a lane: page N is never overtaken by page N + 1."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=1.0))
+    order: list[int] = []
+
+    async def request(n: int) -> None:
+        async with limiter.slot("v1"):
+            order.append(n)
+
+    await asyncio.gather(*(request(n) for n in range(8)))
+    assert order == list(range(8))
+
+
+async def test_a_quiet_endpoint_leaves_room_for_the_other() -> None:
+    """When v1 has sent nothing for a while, v2 may climb to its rate plus v1's."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=100.0))
+    v2 = limiter.lane("v2")
+    busy = await send(limiter, clock, "v1")
+    v1_rate = limiter.lane("v1").rate_per_s
+    ticket = await send(limiter, clock, "v2")
+    limiter.record_rate_limited(ticket, 0.0, announced=False)
+    limit_while_busy = v2.limit_per_s
+    assert limit_while_busy is not None
+    clock.now = busy.sent_at + 0.3  # v1 sent a moment ago: not quiet yet
+    await send(limiter, clock, "v2")
+    assert v2.limit_per_s == limit_while_busy
+    clock.now = busy.sent_at + 5.0
+    await send(limiter, clock, "v2")
+    assert v2.limit_per_s == pytest.approx(v2.rate_per_s + v1_rate)
