@@ -293,6 +293,7 @@ class CoreClawClient:
                 await self._back_off(exc, failures - 1)
             else:
                 self._limiter.record_success(ticket)
+                _publish(endpoint, ticket)
                 return page
 
     def _close_gate(self, exc: RateLimited, attempt: int, ticket: Ticket) -> None:
@@ -384,6 +385,11 @@ class CoreClawClient:
             retry_after=response.headers.get("Retry-After"),
             location=response.headers.get("Location"),
         )
+
+
+def _publish(endpoint: str, ticket: Ticket) -> None:
+    metrics.ALLOWED_RATE.labels(endpoint=endpoint).set(ticket.lane.rate_per_s)
+    metrics.WINDOW.labels(endpoint=endpoint).set(ticket.lane.window)
 
 
 def _secret_forms(secret: str) -> tuple[str, ...]:

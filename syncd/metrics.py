@@ -24,6 +24,16 @@ BACKOFF_SECONDS = Counter(
     "Seconds spent waiting before retries and after rate limits",
     ["endpoint"],
 )
+ALLOWED_RATE = Gauge(
+    "syncd_upstream_allowed_rate_per_second",
+    "Request rate the controller currently allows, per endpoint",
+    ["endpoint"],
+)
+WINDOW = Gauge(
+    "syncd_upstream_window_requests",
+    "Requests the controller currently lets be in flight at once, per endpoint",
+    ["endpoint"],
+)
 ROWS = Counter(
     "syncd_rows_total",
     "Run records processed, by outcome (seen, inserted, updated, rejected)",

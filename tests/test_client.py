@@ -566,6 +566,11 @@ async def test_rate_limit_slows_the_shared_limiter(
     await client.list_v2(offset=0, limit=10)
     assert limiter.lane(V2).rate_per_s == pytest.approx(start / 4)
     assert limiter.lane(V1).rate_per_s == start
+    # ... and /metrics shows it
+    assert counter("syncd_upstream_allowed_rate_per_second", endpoint=V2) == pytest.approx(
+        limiter.lane(V2).rate_per_s
+    )
+    assert counter("syncd_upstream_window_requests", endpoint=V2) == limiter.lane(V2).window
 
 
 async def test_a_wait_syncd_chose_holds_only_the_limited_endpoint(
