@@ -12,6 +12,7 @@ Upstream promises little (SPEC §1), so every field is read defensively:
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
@@ -48,37 +49,37 @@ def normalize(item: Any, source: Source) -> Normalized:
     if type(item) is dict:
         run = _fast(item, source)
         if run is not None:
-            return Normalized(run, None)
+            return _new_tuple(Normalized, (run, None))
     return _careful(item, source)
 
 
-def _plain_text(value: Any) -> bool:
-    return value is None or (type(value) is str and "\x00" not in value)
+# -- the fast path ------------------------------------------------------------
+#
+# One call per upstream item, millions in a backfill: it reads every field in one
+# C call, checks types inline (a Python call per field cost more than the checks)
+# and builds the tuples with tuple.__new__ (the NamedTuple constructor is a Python
+# function).  Anything it is not sure about goes to `_careful`, which has the
+# final word on what an item means.
 
-
-def _plain_count(value: Any, limit: int) -> bool:
-    return value is None or (type(value) is int and 0 <= value < limit)
-
-
-def _plain_time(value: Any) -> bool:
-    return value is None or (type(value) is int and 0 <= value < _MILLIS_THRESHOLD)
-
-
-def _as_time(value: int | None) -> dt.datetime | None:
-    return _EPOCH + dt.timedelta(seconds=value) if value else None
-
-
-def _plain_usage(value: Any) -> Decimal | bool | None:
-    """The Decimal for a plain decimal string (None when absent); False if not plain."""
-    if value is None:
-        return None
-    if type(value) is not str or not value or value != value.strip():
-        return False
-    try:
-        usage = Decimal(value)
-    except InvalidOperation:
-        return False
-    return usage if usage.is_finite() else False
+_FAST_FIELDS = ("slug", "scraper_slug", "scraper_title", "status", "err_msg", "results",
+                "usage", "traffic", "started_at", "finished_at", "duration", "origin",
+                "version")  # fmt: skip
+_read_fields = operator.itemgetter(*_FAST_FIELDS)
+_new_tuple = tuple.__new__
+_ONE_SECOND = dt.timedelta(seconds=1)
+_INT4_LIMIT = 2**31
+_INT8_LIMIT = 2**63
+# (status, status_raw) for each plain status value of either shape; looked up
+# only for an exact int or str (True == 1 and 1.0 == 1 must not match).
+_PLAIN_STATUS: dict[int | str, tuple[Status, str]] = {
+    **{code: (status, str(code)) for code, status in V1_STATUS.items()},
+    **{text: (status, text) for text, status in V2_STATUS.items()},
+}
+# Usage amounts repeat a lot ("0", "0.065"): parsed Decimals (immutable) are
+# remembered by their exact text.  Bounded in entries and key length.
+_USAGE_CACHE: dict[str, Decimal] = {}
+_USAGE_CACHE_ENTRIES = 8192
+_USAGE_CACHE_KEY_CHARS = 40
 
 
 def _fast(item: dict[str, Any], source: Source) -> Run | None:
@@ -86,44 +87,67 @@ def _fast(item: dict[str, Any], source: Source) -> Run | None:
 
     It must agree with `_careful` on every item it accepts (a test checks).
     """
-    get = item.get
-    slug: Any = get("slug")
-    worker: Any = get("scraper_slug")
-    status, status_raw = _plain_status(get("status"))
-    if status is None or not (_plain_identity(slug) and _plain_identity(worker)):
-        return None
-    title, err, origin, version = (
-        get("scraper_title"),
-        get("err_msg"),
-        get("origin"),
-        get("version"),
-    )
-    results, traffic, duration = get("results"), get("traffic"), get("duration")
-    started, finished = get("started_at"), get("finished_at")
-    if not (
-        _plain_text(title) and _plain_text(err) and _plain_text(origin) and _plain_text(version)
-        and _plain_count(results, 2**31) and _plain_count(duration, 2**31)
-        and _plain_count(traffic, 2**63) and _plain_time(started) and _plain_time(finished)
+    try:
+        values = _read_fields(item)
+    except KeyError:  # an absent field reads as None, as in `_careful`
+        values = tuple(map(item.get, _FAST_FIELDS))
+    (slug, worker, title, status_value, err, results, usage, traffic, started, finished,
+     duration, origin, version) = values  # fmt: skip
+    kind = type(status_value)
+    status = _PLAIN_STATUS.get(status_value) if kind is int or kind is str else None
+    if status is None or not (
+        type(slug) is str and slug and "\x00" not in slug and slug == slug.strip()
+        and type(worker) is str and worker and "\x00" not in worker and worker == worker.strip()
     ):  # fmt: skip
         return None
-    usage = _plain_usage(get("usage"))
-    if usage is False or usage is True:
+    if not (
+        (title is None or (type(title) is str and "\x00" not in title))
+        and (err is None or (type(err) is str and "\x00" not in err))
+        and (origin is None or (type(origin) is str and "\x00" not in origin))
+        and (version is None or (type(version) is str and "\x00" not in version))
+        and (results is None or (type(results) is int and 0 <= results < _INT4_LIMIT))
+        and (duration is None or (type(duration) is int and 0 <= duration < _INT4_LIMIT))
+        and (traffic is None or (type(traffic) is int and 0 <= traffic < _INT8_LIMIT))
+        and (started is None or (type(started) is int and 0 <= started < _MILLIS_THRESHOLD))
+        and (finished is None or (type(finished) is int and 0 <= finished < _MILLIS_THRESHOLD))
+    ):  # fmt: skip
         return None
-    start_time, finish_time = _as_time(started), _as_time(finished)
-    return Run(slug, worker, title, status, status_raw, err, results, usage, traffic,
-               start_time, finish_time, duration, origin, version, source)  # fmt: skip
+    if usage is not None:
+        if type(usage) is not str:
+            return None
+        usd = _USAGE_CACHE.get(usage)  # not `or`: Decimal("0") is false
+        if usd is None:
+            usd = _plain_usage(usage)
+            if usd is None:
+                return None
+        usage = usd
+    # 0 and absent both mean "not set".  Exact integer arithmetic, as in `_timestamp`
+    # (not fromtimestamp: the C library applies leap seconds under TZ=right/...).
+    start_time = _EPOCH + _ONE_SECOND * started if started else None
+    finish_time = _EPOCH + _ONE_SECOND * finished if finished else None
+    return _new_tuple(Run, (slug, worker, title, status[0], status[1], err, results, usage,
+                            traffic, start_time, finish_time, duration, origin, version,
+                            source))  # fmt: skip
 
 
-def _plain_identity(value: Any) -> bool:
-    return type(value) is str and value != "" and "\x00" not in value and value == value.strip()
+def _plain_usage(text: str) -> Decimal | None:
+    """The Decimal for a plain, finite decimal string (remembered); None if it is not plain."""
+    if not text or text != text.strip():
+        return None
+    try:
+        usage = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not usage.is_finite():
+        return None
+    if len(text) <= _USAGE_CACHE_KEY_CHARS:
+        if len(_USAGE_CACHE) >= _USAGE_CACHE_ENTRIES:
+            _USAGE_CACHE.clear()
+        _USAGE_CACHE[text] = usage
+    return usage
 
 
-def _plain_status(raw: Any) -> tuple[Status | None, str]:
-    if type(raw) is int:
-        return V1_STATUS.get(raw), str(raw)
-    if type(raw) is str:
-        return V2_STATUS.get(raw), raw
-    return None, ""
+# -- the careful path ---------------------------------------------------------
 
 
 def _careful(item: Any, source: Source) -> Normalized:

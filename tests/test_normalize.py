@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from syncd import normalize as normalize_module
 from syncd.models import Source, Status
 from syncd.normalize import _careful, _fast, normalize, parse_status
 
@@ -228,3 +231,73 @@ def test_fast_path_takes_the_vendor_examples() -> None:
     """Well-typed items, the common case, go the fast way."""
     assert _fast(V1_ITEM, Source.V1) is not None
     assert _fast(V2_ITEM, Source.V2) is not None
+
+
+def test_fast_path_reads_absent_fields_as_null() -> None:
+    """An item missing optional fields still goes the fast way, those fields None."""
+    item = {k: V2_ITEM[k] for k in ("slug", "scraper_slug", "status")}
+    fast = _fast(item, Source.V2)
+    assert fast is not None and fast == _careful(item, Source.V2).run
+    assert fast.usage_usd is None and fast.started_at is None and fast.worker_title is None
+
+
+@pytest.mark.parametrize("ts", [1, 86_399, 86_400, 2**31, 10**11 - 1])
+def test_fast_path_timestamps_match_the_careful_path(ts: int) -> None:
+    """Fast-path timestamps equal the careful path's up to the millisecond threshold."""
+    item = {**V1_ITEM, "started_at": ts, "finished_at": ts}
+    fast = _fast(item, Source.V1)
+    assert fast is not None and fast == _careful(item, Source.V1).run
+    assert fast.started_at == dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=ts)
+    assert fast.started_at is not None and fast.started_at.tzinfo is dt.UTC
+
+
+def test_fast_path_leaves_millisecond_timestamps_to_the_careful_path() -> None:
+    """A timestamp past the seconds range is not the fast path's to interpret."""
+    assert _fast({**V1_ITEM, "started_at": 1773305309000}, Source.V1) is None
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/usr/share/zoneinfo/right/UTC") or not hasattr(time, "tzset"),
+    reason="needs the right/UTC zone and time.tzset",
+)
+def test_timestamps_ignore_the_local_leap_second_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unix seconds are converted arithmetically: TZ=right/... (leap seconds) changes nothing."""
+    expected = normalize(V1_ITEM, Source.V1).run
+    monkeypatch.setenv("TZ", "right/UTC")
+    time.tzset()
+    try:
+        assert normalize(V1_ITEM, Source.V1).run == expected
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize("usage", ["0", "0.065", "1.00", "12_5", "1e3", "-0"])
+def test_remembered_usage_equals_a_fresh_parse(usage: str) -> None:
+    """A usage amount read twice (the second time remembered) is the same Decimal, exactly."""
+    first = _fast({**V2_ITEM, "usage": usage}, Source.V2)
+    again = _fast({**V2_ITEM, "usage": usage}, Source.V2)
+    assert first is not None and again is not None
+    assert again.usage_usd == first.usage_usd == Decimal(usage)
+    assert str(again.usage_usd) == str(Decimal(usage))  # same exponent, not just equal
+
+
+@pytest.mark.parametrize("usage", ["n/a", "NaN", "Infinity", " 1", "", "1 "])
+def test_usage_that_is_not_plain_is_never_remembered(usage: str) -> None:
+    """Amounts the fast path cannot take go the careful way every time."""
+    for _ in range(2):
+        assert _fast({**V2_ITEM, "usage": usage}, Source.V2) is None
+    assert usage not in normalize_module._USAGE_CACHE
+
+
+def test_usage_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The remembered amounts never exceed their bound, and long amounts are not kept."""
+    monkeypatch.setattr(normalize_module, "_USAGE_CACHE", {})
+    monkeypatch.setattr(normalize_module, "_USAGE_CACHE_ENTRIES", 3)
+    for cents in range(10):
+        run = _fast({**V2_ITEM, "usage": f"0.{cents:02d}"}, Source.V2)
+        assert run is not None and run.usage_usd == Decimal(f"0.{cents:02d}")
+        assert len(normalize_module._USAGE_CACHE) <= 3
+    long_amount = "1." + "0" * 60
+    assert _fast({**V2_ITEM, "usage": long_amount}, Source.V2) is not None
+    assert long_amount not in normalize_module._USAGE_CACHE
