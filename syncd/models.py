@@ -80,8 +80,9 @@ class Run(NamedTuple):
     """One run as stored in `runs`: both upstream shapes normalised into this.
 
     A NamedTuple on purpose: it is built once per upstream item (millions in a
-    backfill), and it *is* the record COPY sends, field for field
-    (storage.STAGE_COLUMNS), so nothing is copied on the way to PostgreSQL.
+    backfill), and it is the record COPY sends, field for field
+    (storage.STAGE_COLUMNS): only the tuple is copied on the way to PostgreSQL,
+    never a value.
     """
 
     slug: str

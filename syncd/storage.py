@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 import structlog
-from sqlalchemy import DateTime, bindparam, func, select, text
+from sqlalchemy import DateTime, TextClause, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -69,8 +69,9 @@ _DISCONNECT_MARKERS = (
 )
 
 STAGE_TABLE = "_syncd_stage"
-# The stage holds Run records exactly as normalize built them (a Run is the
-# COPY record); batch order survives in ctid, the observation time is a parameter.
+# The stage holds Run records field for field as normalize built them (COPY
+# sends each Run as a plain tuple); batch order survives in ctid, the
+# observation time is a parameter.
 STAGE_COLUMNS = Run._fields
 # What "changed" compares.  Not status_raw or source: v1 says 3 where v2 says
 # "succeeded", and that alone must not rewrite a row.
@@ -173,6 +174,37 @@ SELECT
 
 MERGE_SQL = _merge_sql()
 MERGE = text(MERGE_SQL).bindparams(bindparam("observed_at", type_=DateTime(timezone=True)))
+
+
+def _advance_state_sql(*, checkpoint: bool) -> TextClause:
+    # One fixed text statement per batch: building a Core insert and update (and
+    # their cache keys) for every batch cost syncd more CPU than the merge did.
+    # The insert branch starts the counters from their defaults (0), so it ends
+    # where "insert the row if missing, then add" would.
+    column, value, assign = (
+        (", checkpoint", ", :checkpoint", ", checkpoint = EXCLUDED.checkpoint")
+        if checkpoint
+        else ("", "", "")
+    )
+    sql = f"""
+INSERT INTO sync_state AS s (stream, pages_fetched, rows_seen, rows_changed, rows_rejected,
+                             updated_at{column})
+VALUES (:stream, :pages, :seen, :changed, :rejected, now(){value})
+ON CONFLICT (stream) DO UPDATE SET
+    pages_fetched = s.pages_fetched + EXCLUDED.pages_fetched,
+    rows_seen = s.rows_seen + EXCLUDED.rows_seen,
+    rows_changed = s.rows_changed + EXCLUDED.rows_changed,
+    rows_rejected = s.rows_rejected + EXCLUDED.rows_rejected,
+    updated_at = now(){assign}
+"""
+    if not checkpoint:
+        return text(sql)
+    return text(sql).bindparams(bindparam("checkpoint", type_=sync_state.c.checkpoint.type))
+
+
+# A batch's counters and checkpoint (a None checkpoint leaves the stored one alone).
+ADVANCE_STATE = _advance_state_sql(checkpoint=False)
+ADVANCE_STATE_AND_CHECKPOINT = _advance_state_sql(checkpoint=True)
 
 
 def _reject_row(reject: Reject, at: dt.datetime) -> dict[str, Any]:
@@ -292,7 +324,10 @@ class Store:
         await conn.execute(text(CREATE_STAGE_SQL))
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
-        await driver.copy_records_to_table(STAGE_TABLE, records=batch, columns=STAGE_COLUMNS)
+        # Plain tuples: asyncpg encodes them measurably faster than a tuple subclass
+        # like Run (about 0.7 us a row less, more than tuple() itself costs).
+        records = map(tuple, batch)
+        await driver.copy_records_to_table(STAGE_TABLE, records=records, columns=STAGE_COLUMNS)
         row = (await conn.execute(MERGE, {"observed_at": at})).one()
         result.inserted, result.updated, result.history_added = row[0], row[1], row[2]
         result.changed_slugs = frozenset(row[4] or ())
@@ -315,19 +350,18 @@ class Store:
     async def _advance_state(
         self, conn: AsyncConnection, stream: Source, progress: PageProgress, result: StoreResult
     ) -> None:
-        values: dict[str, Any] = {
-            "pages_fetched": sync_state.c.pages_fetched + progress.pages,
-            "rows_seen": sync_state.c.rows_seen + result.seen,
-            "rows_changed": sync_state.c.rows_changed + result.changed,
-            "rows_rejected": sync_state.c.rows_rejected + result.rejected,
-            "updated_at": func.now(),
+        params: dict[str, Any] = {
+            "stream": stream.value,
+            "pages": progress.pages,
+            "seen": result.seen,
+            "changed": result.changed,
+            "rejected": result.rejected,
         }
-        if progress.checkpoint is not None:
-            values["checkpoint"] = progress.checkpoint
-        await self._ensure_state(conn, stream)
-        await conn.execute(
-            sync_state.update().where(sync_state.c.stream == stream.value).values(**values)
-        )
+        if progress.checkpoint is None:
+            await conn.execute(ADVANCE_STATE, params)
+        else:
+            params["checkpoint"] = progress.checkpoint
+            await conn.execute(ADVANCE_STATE_AND_CHECKPOINT, params)
 
     @staticmethod
     async def _ensure_state(conn: AsyncConnection, stream: Source) -> None:

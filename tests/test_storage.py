@@ -179,6 +179,37 @@ async def test_progress_counters_and_checkpoint(store: Store, engine: AsyncEngin
     assert state["checkpoint"] == {"next_page": 2}
 
 
+async def test_progress_without_checkpoint_keeps_the_stored_one(store: Store) -> None:
+    """A batch with no checkpoint adds its counters and leaves the saved checkpoint alone."""
+    await store.save_batch(
+        Source.V1, [make_run()], observed_at=at(0), progress=PageProgress(checkpoint={"p": 1})
+    )
+    reject = Reject(Source.V1, {"slug": None}, "slug is missing")
+    await store.save_batch(
+        Source.V1, [make_run("R2")], [reject], observed_at=at(1), progress=PageProgress(pages=2),
+        seen=2,
+    )  # fmt: skip
+    state = await store.load_state(Source.V1)
+    assert state is not None
+    assert state["checkpoint"] == {"p": 1}
+    assert (state["pages_fetched"], state["rows_seen"], state["rows_changed"]) == (3, 3, 2)
+    assert state["rows_rejected"] == 1 and state["cycles"] == 0
+    assert await store.load_state(Source.V2) is None
+
+
+async def test_copy_sends_runs_field_for_field(store: Store, engine: AsyncEngine) -> None:
+    """Every Run field lands in its column, NULLs included (COPY sends the tuple as is)."""
+    run = make_run(
+        worker_title=None, err_msg="boom", results=None, usage_usd=None, traffic_bytes=2**40,
+        started_at=None, finished_at=at(2), duration_s=None, origin=None, version=None,
+        status_raw="2", source=Source.V1,
+    )  # fmt: skip
+    await store.save_batch(Source.V1, [run], observed_at=at(3))
+    row = await run_row(engine)
+    for field in Run._fields:
+        assert row[field] == getattr(run, field), field
+
+
 async def test_sql_status_rank_matches_python(engine: AsyncEngine) -> None:
     """syncd_status_rank() in the database agrees with models.STATUS_RANK."""
     for status, rank in STATUS_RANK.items():
