@@ -176,15 +176,16 @@ class RateState:
         `accepted_per_s` is upstream's accepted rate since the previous rate
         limit (None: unknown, so the nominal rate is the basis).  The first
         rate limit ends slow start, and what was accepted until then includes
-        upstream's burst, so that cut is the deep one (`blind_decrease_factor`);
-        later ones measure the steady rate (`decrease_factor`).  The rate the
-        cut starts from becomes the known limit.
+        upstream's burst, so that cut is the deep one (`blind_decrease_factor`)
+        and the rate it leaves becomes the known limit (only the probe climbs
+        above it).  Later ones measure the steady rate (`decrease_factor`), and
+        the rate the cut starts from becomes the known limit.
         """
         basis = self.rate_per_s if accepted_per_s is None else min(self.rate_per_s, accepted_per_s)
         first = self.limit_per_s is None or accepted_per_s is None
         factor = policy.blind_decrease_factor if first else policy.decrease_factor
         rate = max(policy.min_rate_per_s, basis * factor)
-        return RateState(rate_per_s=rate, limit_per_s=basis)
+        return RateState(rate_per_s=rate, limit_per_s=rate if first else basis)
 
 
 def accepted_rate_per_s(

@@ -113,19 +113,19 @@ def test_increase_is_per_second_whatever_the_rate(start: float) -> None:
 @pytest.mark.parametrize(
     ("state", "accepted", "rate", "limit"),
     [
-        (RateState(8.0), None, 4.0, 8.0),  # nothing measured: halve the nominal rate
+        (RateState(8.0), None, 4.0, 4.0),  # nothing measured: halve the nominal rate
         (RateState(8.0, 6.0), 5.0, 4.5, 5.0),  # below what upstream accepted
         (RateState(8.0, 10.0), 12.0, 7.2, 8.0),  # accepted above nominal: nominal is the basis
         (RateState(50.0, 40.0), 9.0, 8.1, 9.0),  # a nominal rate far above what got through
-        (RateState(50.0), 9.0, 4.5, 9.0),  # the first cut (a burst inflated it): deep
-        (RateState(0.6), None, 0.5, 0.6),  # never below the floor
+        (RateState(50.0), 9.0, 4.5, 4.5),  # the first cut (a burst inflated it): deep
+        (RateState(0.6), None, 0.5, 0.5),  # never below the floor
     ],
 )
 def test_after_rate_limited(
     state: RateState, accepted: float | None, rate: float, limit: float
 ) -> None:
-    """The cut starts from min(nominal, accepted), and that becomes the known limit;
-    the first one, ending slow start, is the deep one."""
+    """The cut starts from min(nominal, accepted), and that becomes the known limit; the
+    first one, ending slow start, is the deep one, and only a probe climbs above it."""
     got = replace(state, probe_s=7.0).after_rate_limited(POLICY, accepted)
     assert got.rate_per_s == pytest.approx(rate)
     assert got.limit_per_s == pytest.approx(limit)
@@ -294,8 +294,8 @@ async def test_cut_from_what_upstream_accepted() -> None:
     limiter = limiter_on(clock, replace(POLICY, initial_rate_per_s=16.0))
     lane = limiter.lane()
     ticket = await send(limiter, clock)
-    limiter.record_rate_limited(ticket, 3.0, announced=False)  # blind: 16 -> 8, gate until 3
-    assert (lane.rate_per_s, lane.limit_per_s) == (8.0, 16.0)
+    limiter.record_rate_limited(ticket, 3.0, announced=False)  # first: 16 -> 8, gate until 3
+    assert (lane.rate_per_s, lane.limit_per_s) == (8.0, 8.0)
     for t in (3.0, 3.5, 4.0, 4.5, 5.0, 5.5):  # 6 accepted, not paced: no increase
         clock.now = t
         limiter.record_success(Ticket(lane, t, paced=False))
@@ -397,8 +397,8 @@ async def test_a_lane_in_slow_start_stops_doubling_at_a_rate_another_lane_settle
     limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=4.0))
     v1, v2 = limiter.lane("v1"), limiter.lane("v2")
     ticket = await send(limiter, clock, "v1")
-    limiter.record_rate_limited(ticket, 0.0, announced=False)  # v1: 4/s -> 2/s, limit 4
-    assert (v1.rate_per_s, v1.limit_per_s) == (2.0, 4.0)
+    limiter.record_rate_limited(ticket, 0.0, announced=False)  # v1: 4/s -> 2/s
+    assert (v1.rate_per_s, v1.limit_per_s) == (2.0, 2.0)
     for _ in range(3):
         await send(limiter, clock, "v2")
     assert v2.limit_per_s == 2.0
