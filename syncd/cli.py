@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import json
 import signal
 import sys
@@ -357,6 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(
         fmt=settings.log_format.value, level=settings.log_level, secrets=settings.secrets()
     )
+    # Everything imported and built so far lives as long as the process: out of the
+    # collector's sight, full collections during a backfill stop re-walking it.
+    gc.freeze()
     try:
         return asyncio.run(COMMANDS[args.command](settings, args))
     except ConfigError as exc:

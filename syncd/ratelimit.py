@@ -33,10 +33,11 @@ separate.  Waits are gates:
 * a wait syncd chose itself (a rate limit without `Retry-After`) closes only
   the lane that was limited;
 * a wait upstream *announced* (`Retry-After`) closes every lane until it is
-  over: nothing says the quota is not the key's, and a request sent early
-  would break the server's explicit word.  (Learning the scope would take
-  exactly such a request; the other lane keeps its rate and window, so it
-  resumes at full speed when the wait is over.)
+  over, unless the quotas are known to be per endpoint: nothing says the
+  quota is not the key's, and a request sent early would break the server's
+  explicit word.  Whether they are is learnt without such a request, from the
+  answers already under way when an endpoint's budget runs out
+  (`quotascope.py`); then an announced wait holds only its own endpoint.
 
 Answers arriving while a lane's gate is closed belong to requests sent before
 it closed: they extend the gate but do not cut the rate again.  The rate
@@ -58,6 +59,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
+from syncd.quotascope import QuotaScope, ScopeLearner
+
 Sleep = Callable[[float], Awaitable[None]]
 
 Monotonic = Callable[[], float]
@@ -73,6 +76,7 @@ GATE_CREDIT_S = 1.0
 RATE_BOUND_PER_S = 10_000.0
 FIRST_CUT_LOOKBACK_S = 1.0  # the first cut measures what got through this far back, at least
 IDLE_AFTER_S = 1.0  # a lane that sent nothing for this long is between cycles
+GATE_RECHECK_S = 0.25  # a request waiting on a gate looks again this often
 QUEUE_SLACK_S = 0.05  # round trips this far above the lowest are not queueing yet
 SRTT_GAIN = 0.125  # TCP's smoothing of the round-trip time
 MIN_RTT_WINDOW_S = 30.0  # the lowest round trip is looked for this far back
@@ -325,12 +329,15 @@ class Lane:
             rtt_s = self.srtt_s if self.srtt_s is not None else 0.0
             self.state = self.state.after_success(self.policy, sending_s=sending_s, rtt_s=rtt_s)
 
-    def on_rate_limited(self, now: float, wait_s: float, rtt_s: float | None) -> None:
+    def on_rate_limited(self, now: float, wait_s: float, rtt_s: float | None) -> bool:
+        """Cut (unless the gate is closed already) and close the gate; True when it cut."""
         self.observe_rtt(now, rtt_s)
-        if now >= self.not_before:  # not an answer to a request sent before the gate closed
+        cut = now >= self.not_before  # not an answer to a request sent before the gate closed
+        if cut:
             self.state = self.state.after_rate_limited(self.policy, self._accepted_per_s(now))
             self._last_cut_at = now
         self.close_until(now + wait_s)
+        return cut
 
     def idle(self, now: float) -> bool:
         """Nothing sent for a while, nothing waiting: this endpoint's stream is between cycles."""
@@ -387,9 +394,11 @@ class RateLimiter:
         self._monotonic = monotonic
         self._sleep = sleep
         self._lanes: dict[str, Lane] = {}
-        self._not_before = float("-inf")  # announced waits: every lane
+        self._not_before = float("-inf")  # announced waits: every lane, unless per endpoint
+        self._scope = ScopeLearner()
         self._last_sent_at: float | None = None  # for the key-wide ceiling
         self._changed = asyncio.Event()  # a slot freed: waiters for the window look again
+        self._ceiling_turn = asyncio.Lock()  # FIFO: whose turn it is at the key's ceiling
 
     def lane(self, name: str = "") -> Lane:
         """The lane of one endpoint (created on first use)."""
@@ -399,9 +408,15 @@ class RateLimiter:
         return lane
 
     @property
+    def scope(self) -> QuotaScope:
+        """What one rate-limit budget covers, as far as the answers have shown."""
+        return self._scope.scope
+
+    @property
     def not_before(self) -> float:
-        """Monotonic time before which no request to any endpoint may be sent."""
-        return self._not_before
+        """Monotonic time before which no request to any endpoint may be sent
+        (none, once the quotas are known to be per endpoint)."""
+        return float("-inf") if self.scope is QuotaScope.ENDPOINT else self._not_before
 
     @asynccontextmanager
     async def slot(self, endpoint: str = "") -> AsyncIterator[Ticket]:
@@ -436,22 +451,40 @@ class RateLimiter:
                 await self._changed.wait()
                 continue
             now = self._monotonic()
-            send_at = self._send_at(lane, now)
+            send_at = self._send_at(lane, now, ceiling=False)
             if send_at <= now:
-                lane.in_flight += 1
-                lane.last_sent_at = self._last_sent_at = now
-                return Ticket(lane, now, paced)
+                if self.policy.max_rate_per_s is None:
+                    return self._take(lane, now, paced)
+                # The ceiling is the key's: endpoints take turns at it, first come
+                # first served, so neither starves the other.
+                async with self._ceiling_turn:
+                    return await self._wait_for_ceiling(lane, paced)
             paced = paced or send_at > max(lane.not_before, self.not_before)
-            await self._sleep(send_at - now)
+            await self._nap(send_at - now)
 
+    async def _wait_for_ceiling(self, lane: Lane, paced: bool) -> Ticket:
+        while (send_at := self._send_at(lane, now := self._monotonic())) > now:
+            paced = True
+            await self._nap(send_at - now)
+        return self._take(lane, now, paced)
 
+    async def _nap(self, wait_s: float) -> None:
+        # In steps: what the answers under way show about the quota's scope may
+        # open the gate early for this endpoint.
+        await self._sleep(min(wait_s, GATE_RECHECK_S))
 
-    def _send_at(self, lane: Lane, now: float) -> float:
-        gate = max(lane.not_before, self._not_before)
+    def _take(self, lane: Lane, now: float, paced: bool) -> Ticket:
+        lane.in_flight += 1
+        lane.last_sent_at = self._last_sent_at = now
+        return Ticket(lane, now, paced)
+
+    def _send_at(self, lane: Lane, now: float, *, ceiling: bool = True) -> float:
+        self._scope.settle(now)
+        gate = max(lane.not_before, self.not_before)
         send_at = next_send_at(
             now=now, last_sent_at=lane.last_sent_at, rate_per_s=lane.rate_per_s, not_before=gate
         )
-        if self.policy.max_rate_per_s is not None:
+        if ceiling and self.policy.max_rate_per_s is not None:
             key_send_at = next_send_at(
                 now=now,
                 last_sent_at=self._last_sent_at,
@@ -465,6 +498,7 @@ class RateLimiter:
         """An accepted request: measure it, and grow the lane if it waited for the controller."""
         lane, now = ticket.lane, self._monotonic()
         lane.on_success(now, ticket)
+        self._scope.on_answer(lane.name, sent_at=ticket.sent_at, refused=False, now=now)
         others = [o for o in self._lanes.values() if o is not lane]
         if lane.limit_per_s is None:
             settled = [o.rate_per_s for o in others if o.limit_per_s is not None]
@@ -482,9 +516,12 @@ class RateLimiter:
     def record_rate_limited(self, ticket: Ticket, wait_s: float, *, announced: bool) -> float:
         """Slow the ticket's lane and close gates for `wait_s`: every lane's when upstream
         announced the wait, the lane's own otherwise.  Returns the reopening time."""
-        now = self._monotonic()
-        ticket.lane.on_rate_limited(now, wait_s, ticket.rtt_s)
+        lane, now = ticket.lane, self._monotonic()
+        if lane.on_rate_limited(now, wait_s, ticket.rtt_s):
+            rtt_s = lane.srtt_s if lane.srtt_s is not None else 0.0
+            self._scope.on_event(lane.name, sent_at=ticket.sent_at, now=now, rtt_s=rtt_s)
+        self._scope.on_answer(lane.name, sent_at=ticket.sent_at, refused=True, now=now)
         if announced:
             self._not_before = max(self._not_before, now + wait_s)
         self._changed.set()
-        return max(ticket.lane.not_before, self._not_before)
+        return max(lane.not_before, self.not_before)

@@ -109,10 +109,14 @@ def split_page(page: Page, source: Source) -> tuple[list[Run], list[Reject]]:
 
 
 def looks_cut_short(page: Page, number: int, page_size: int) -> bool:
-    """Fewer items than asked for, yet `count` says this is not the last page (pure)."""
+    """Fewer items than asked for, yet `count` says this page should hold more (pure).
+
+    That includes the last full page of a list whose length is a multiple of
+    the page size: cut short there, the next page (empty) would end the list.
+    """
     if len(page.items) >= page_size or page.count is None:
         return False
-    return (number + 1) * page_size < page.count
+    return number * page_size + len(page.items) < page.count
 
 
 def resume_page(checkpoint: dict[str, Any] | None, page_size: int) -> int | None:

@@ -436,3 +436,68 @@ async def test_a_quiet_endpoint_leaves_room_for_the_other() -> None:
     clock.now = busy.sent_at + 5.0
     await send(limiter, clock, "v2")
     assert v2.limit_per_s == pytest.approx(v2.rate_per_s + v1_rate)
+
+
+async def _budget_runs_out_on_v1(limiter: RateLimiter, clock: FakeClock, v2: str) -> Ticket:
+    """v1 and v2 both have requests under way when v1's budget runs out; v2's answers are `v2`
+    ("a" accepted, "r" refused).  Returns v1's refused ticket, answered with Retry-After: 30."""
+    v1_tickets = [await send_only(limiter, "v1") for _ in range(3)]
+    v2_tickets = [await send_only(limiter, "v2") for _ in v2]
+    clock.now += 0.1
+    first = v1_tickets[0]
+    limiter.record_rate_limited(first, 30.0, announced=True)
+    for ticket in v1_tickets[1:]:
+        limiter.record_rate_limited(ticket, 30.0, announced=True)
+    for ticket, outcome in zip(v2_tickets, v2, strict=True):
+        if outcome == "a":
+            limiter.record_success(ticket)
+        else:
+            limiter.record_rate_limited(ticket, 30.0, announced=True)
+    return first
+
+
+async def send_only(limiter: RateLimiter, lane: str) -> Ticket:
+    """A request sent now whose answer the test reports later."""
+    async with limiter.slot(lane) as ticket:
+        pass
+    return ticket
+
+
+@pytest.mark.parametrize(("v2_answers", "scope"), [("aaa", "endpoint"), ("aar", "key")])
+async def test_an_announced_wait_holds_the_other_endpoint_unless_quotas_are_per_endpoint(
+    v2_answers: str, scope: str
+) -> None:
+    """Once the answers under way show separate budgets, v1's Retry-After no longer holds v2;
+    while they show one budget (or nothing yet), it does."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=1000.0,
+                                        max_concurrency=8))  # fmt: skip
+    for lane in ("v1", "v2"):  # learn the round trip, so windows are wide enough
+        await send(limiter, clock, lane, rtt_s=0.1)
+    await _budget_runs_out_on_v1(limiter, clock, v2_answers)
+    reopens = clock.now + 30.0 - 0.5
+    assert limiter.not_before >= reopens  # nothing decided within the round trips
+    clock.now += 0.5  # the window's answers are all in
+    v2 = await send(limiter, clock, "v2")
+    assert limiter.scope == scope
+    if scope == "endpoint":
+        assert v2.sent_at < reopens
+    else:
+        assert v2.sent_at >= reopens
+    v1 = await send(limiter, clock, "v1")
+    assert v1.sent_at >= reopens  # v1's own announced wait is always honoured in full
+
+
+async def test_endpoints_take_turns_at_the_ceiling() -> None:
+    """Under SYNCD_MAX_REQUESTS_PER_S both endpoints get their turns: neither starves."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, initial_rate_per_s=20.0, max_concurrency=8))
+    sent: list[tuple[float, str]] = []
+
+    async def stream(lane: str) -> None:
+        for _ in range(10):
+            sent.append(((await send(limiter, clock, lane)).sent_at, lane))
+
+    await asyncio.gather(stream("v1"), stream("v2"))
+    first_half = [lane for _, lane in sorted(sent)[:10]]
+    assert 4 <= first_half.count("v1") <= 6

@@ -114,6 +114,7 @@ def test_head_scan_never_stops_early_on_a_list_that_is_not_newest_first() -> Non
         (40, 1000, 0, True),  # short, 900 more promised
         (0, 1000, 3, True),  # empty, yet count says more
         (40, 340, 3, False),  # the genuine last page
+        (13, 400, 3, True),  # the last page of a list of 400, cut short: 87 would be lost
         (0, 300, 3, False),  # past the end
         (40, None, 0, False),  # no count: cannot tell, the end rule decides
     ],
