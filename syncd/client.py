@@ -60,6 +60,7 @@ from syncd.pagination import (
     detect_reading,
     page_params,
 )
+from syncd.quotascope import QuotaScope
 from syncd.ratelimit import Monotonic, RateLimiter, Sleep, Ticket
 
 log = structlog.get_logger(__name__)
@@ -112,6 +113,7 @@ class CoreClawClient:
         self._reading = OffsetReading.forced(settings.v2_offset_mode)
         self._detection = Detection(self._reading.mode, "setting", settled=True)
         self._logged: Detection | None = None
+        self._logged_scope = QuotaScope.UNKNOWN
 
     def __repr__(self) -> str:
         mode = self._settings.auth_mode.value
@@ -293,7 +295,7 @@ class CoreClawClient:
                 await self._back_off(exc, failures - 1)
             else:
                 self._limiter.record_success(ticket)
-                _publish(endpoint, ticket)
+                self._publish(endpoint, ticket)
                 return page
 
     def _close_gate(self, exc: RateLimited, attempt: int, ticket: Ticket) -> None:
@@ -316,6 +318,15 @@ class CoreClawClient:
             allowed_rate_per_s=round(ticket.lane.rate_per_s, 3),
             window=ticket.lane.window,
         )
+
+    def _publish(self, endpoint: str, ticket: Ticket) -> None:
+        """The controller's state for /metrics, and the quota's scope once it is learnt."""
+        metrics.ALLOWED_RATE.labels(endpoint=endpoint).set(ticket.lane.rate_per_s)
+        metrics.WINDOW.labels(endpoint=endpoint).set(ticket.lane.window)
+        scope = self._limiter.scope
+        if scope is not self._logged_scope:
+            self._logged_scope = scope
+            log.info("upstream_quota_scope", scope=scope.value)
 
     async def _back_off(self, exc: Retryable, attempt: int) -> None:
         """Wait before retrying one failed request (only this request waits)."""
@@ -385,11 +396,6 @@ class CoreClawClient:
             retry_after=response.headers.get("Retry-After"),
             location=response.headers.get("Location"),
         )
-
-
-def _publish(endpoint: str, ticket: Ticket) -> None:
-    metrics.ALLOWED_RATE.labels(endpoint=endpoint).set(ticket.lane.rate_per_s)
-    metrics.WINDOW.labels(endpoint=endpoint).set(ticket.lane.window)
 
 
 def _secret_forms(secret: str) -> tuple[str, ...]:
