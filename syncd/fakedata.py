@@ -210,6 +210,9 @@ class Dataset:
             path = self._path(g)
             self._add_live(_LiveRun(path, mix(seed, g, 6) % (len(path) - 1)))
         self._static_item = functools.lru_cache(maxsize=65_536)(self._render_static)
+        # Both streams page the same runs at about the same time: the second endpoint's
+        # rendering of a run reuses the first one's fields (never mutated).
+        self._static_fields = functools.lru_cache(maxsize=65_536)(self._fields)
 
     # ---- shape ---------------------------------------------------------------
 
@@ -334,7 +337,7 @@ class Dataset:
         return self._render(self._fields(entry), api)
 
     def _render_static(self, g: int, api: Api) -> bytes:
-        return self._render(self._fields(g), api)
+        return self._render(self._static_fields(g), api)
 
     @staticmethod
     def _render(rec: dict[str, Any], api: Api) -> bytes:

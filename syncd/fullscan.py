@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -22,6 +23,7 @@ import structlog
 from syncd import metrics
 from syncd.errors import PagingError, SyncdError
 from syncd.models import Page
+from syncd.normalize import Batch
 from syncd.pagination import is_last_page
 from syncd.progress import Progress
 
@@ -33,6 +35,17 @@ log = structlog.get_logger("syncd.sync")
 CHECKPOINT_KIND = "scan"
 ORDER_REFETCHES = 3
 PROGRESS_LOG_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Handover:
+    """A batch for the writer, with where the scan stood when it was gathered."""
+
+    batch: Batch
+    checkpoint: dict[str, object]
+    items_seen: int
+    last_number: int
+    count: int | None
 
 
 class FullScan:
@@ -53,13 +66,10 @@ class FullScan:
         self.last_count: int | None = None
         # Items before `start` are counted as if read, so the end rule can use `count`.
         self.items_seen = start * sync.page_size
-        self.batch: list[Page] = []
-        self.batch_rows = 0
+        self.batch = Batch()
         self.last_number = start - 1
         # One batch being written and one waiting: enough to overlap, bounded in memory.
-        self.to_write: asyncio.Queue[tuple[list[Page], dict[str, object], int, int] | None] = (
-            asyncio.Queue(maxsize=1)
-        )
+        self.to_write: asyncio.Queue[_Handover | None] = asyncio.Queue(maxsize=1)
         self.writer: asyncio.Task[None] | None = None
         self.progress = Progress(
             sync.stream.value, time.monotonic(), start_items=self.items_seen, done=self.items_seen
@@ -139,8 +149,8 @@ class FullScan:
                 self.count_known = self.count_known or page.count is not None
                 self.last_count = page.count if page.count is not None else self.last_count
                 self.items_seen += len(page.items)
-                self.batch.append(page)
-                self.batch_rows += len(page.items)
+                # Normalised here, while the writer waits on PostgreSQL for the last batch.
+                self.batch.add(page, self.sync.stream)
                 self.last_number = number
                 last = is_last_page(
                     len(page.items),
@@ -165,12 +175,12 @@ class FullScan:
                 number += 1
         except SyncdError:
             # Whatever was fetched in order is worth keeping before giving up.
-            if self.batch:
+            if self.batch.pages:
                 await self._flush()
             raise
 
     def _should_flush(self, next_number: int) -> bool:
-        if self.batch_rows >= self.sync.settings.backfill_batch_rows:
+        if self.batch.items >= self.sync.settings.backfill_batch_rows:
             return True
         if not self.to_write.empty():
             return False  # the writer has work queued: let this batch grow meanwhile
@@ -180,7 +190,7 @@ class FullScan:
 
     async def _flush(self) -> None:
         """Hand the batch to the writer (waits only while it is a batch behind)."""
-        pages, self.batch, self.batch_rows = self.batch, [], 0
+        batch, self.batch = self.batch, Batch()
         checkpoint: dict[str, object] = {
             "kind": CHECKPOINT_KIND,
             "purpose": self.report.kind.value,
@@ -189,9 +199,8 @@ class FullScan:
             "cycle_started_at": self.started.isoformat(),
         }
         assert self.writer is not None
-        put = asyncio.ensure_future(
-            self.to_write.put((pages, checkpoint, self.items_seen, self.last_number))
-        )
+        handover = _Handover(batch, checkpoint, self.items_seen, self.last_number, self.last_count)
+        put = asyncio.ensure_future(self.to_write.put(handover))
         # A writer that failed takes no more batches: its error is the scan's.
         await asyncio.wait({put, self.writer}, return_when=asyncio.FIRST_COMPLETED)
         if not put.done():
@@ -201,9 +210,8 @@ class FullScan:
 
     async def _write_batches(self) -> None:
         while (item := await self.to_write.get()) is not None:
-            pages, checkpoint, items_seen, last_number = item
-            await self.sync._store(self.report, pages, checkpoint)
-            self._report_progress(pages[-1].count, items_seen, last_number)
+            await self.sync._save(self.report, item.batch, item.checkpoint)
+            self._report_progress(item.count, item.items_seen, item.last_number)
 
     async def _drain(self) -> None:
         """Wait until every batch handed over is stored; raise the writer's error if any."""

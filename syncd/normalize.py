@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from syncd.models import Reject, Run, Source, Status
+from syncd.models import Page, Reject, Run, Source, Status
 
 V1_STATUS: dict[int, Status] = {
     1: Status.READY,
@@ -305,3 +306,35 @@ def _timestamp(raw: Any) -> dt.datetime | None:
 def _short(raw: Any) -> str:
     text = repr(raw)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def split_page(page: Page, source: Source) -> tuple[list[Run], list[Reject]]:
+    """Normalise a page's items into runs to store and rejects to keep."""
+    runs: list[Run] = []
+    rejects: list[Reject] = []
+    for item in page.items:
+        outcome = normalize(item, source)
+        if outcome.run is not None:
+            runs.append(outcome.run)
+        if outcome.reject is not None:
+            rejects.append(outcome.reject)
+    return runs, rejects
+
+
+@dataclass(slots=True)
+class Batch:
+    """Pages normalised as they arrive and gathered for one transaction."""
+
+    runs: list[Run] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    pages: int = 0
+    items: int = 0  # upstream items, duplicates and rejects included
+    observed_at: dt.datetime | None = None  # when the last page was fetched
+
+    def add(self, page: Page, source: Source) -> None:
+        runs, rejects = split_page(page, source)
+        self.runs += runs
+        self.rejects += rejects
+        self.pages += 1
+        self.items += len(page.items)
+        self.observed_at = page.fetched_at

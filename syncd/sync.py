@@ -37,8 +37,8 @@ from syncd.client import CoreClawClient
 from syncd.config import Settings
 from syncd.errors import PagingError, SyncdError
 from syncd.fullscan import CHECKPOINT_KIND, FullScan
-from syncd.models import TERMINAL_STATUSES, Page, Reject, Run, Source, StoreResult
-from syncd.normalize import normalize
+from syncd.models import TERMINAL_STATUSES, Page, Run, Source, StoreResult
+from syncd.normalize import Batch, split_page
 from syncd.pagination import is_last_page
 from syncd.progress import Progress
 from syncd.storage import InFlightRun, PageProgress, Store
@@ -93,19 +93,6 @@ class CycleReport:
             "resumed_from_page": self.resumed_from_page,
             "duration_s": round(self.duration_s, 3),
         }
-
-
-def split_page(page: Page, source: Source) -> tuple[list[Run], list[Reject]]:
-    """Normalise a page's items into runs to store and rejects to keep."""
-    runs: list[Run] = []
-    rejects: list[Reject] = []
-    for item in page.items:
-        outcome = normalize(item, source)
-        if outcome.run is not None:
-            runs.append(outcome.run)
-        if outcome.reject is not None:
-            rejects.append(outcome.reject)
-    return runs, rejects
 
 
 def looks_cut_short(page: Page, number: int, page_size: int) -> bool:
@@ -313,21 +300,25 @@ class StreamSync:
         pages: list[Page],
         checkpoint: dict[str, Any] | None = None,
     ) -> StoreResult:
-        runs: list[Run] = []
-        rejects: list[Reject] = []
+        batch = Batch()
         for page in pages:
-            page_runs, page_rejects = split_page(page, self.stream)
-            runs += page_runs
-            rejects += page_rejects
+            batch.add(page, self.stream)
+        return await self._save(report, batch, checkpoint)
+
+    async def _save(
+        self, report: CycleReport, batch: Batch, checkpoint: dict[str, Any] | None = None
+    ) -> StoreResult:
+        """Store a batch of normalised pages in one transaction (with `checkpoint`, if any)."""
+        assert batch.observed_at is not None, "a batch holds at least one page"
         result = await self.store.save_batch(
             self.stream,
-            runs,
-            rejects,
-            observed_at=pages[-1].fetched_at,
-            progress=PageProgress(pages=len(pages), checkpoint=checkpoint),
-            seen=sum(len(p.items) for p in pages),
+            batch.runs,
+            batch.rejects,
+            observed_at=batch.observed_at,
+            progress=PageProgress(pages=batch.pages, checkpoint=checkpoint),
+            seen=batch.items,
         )
-        report.pages += len(pages)
+        report.pages += batch.pages
         report.result.add(result)
         for outcome in ("seen", "inserted", "updated", "rejected"):
             metrics.ROWS.labels(self.stream.value, outcome).inc(getattr(result, outcome))
