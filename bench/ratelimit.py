@@ -31,20 +31,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+from backfill import embedded_postgres  # bench/ is this script's directory
 
 from syncd.database import create_engine, ensure_database, migrate
 
@@ -77,20 +75,6 @@ class Outcome:
     @property
     def minimum_s(self) -> float:
         return max(0.0, self.accepted - self.burst) / self.quota_per_s
-
-
-@contextmanager
-def embedded_postgres() -> Iterator[str]:
-    from embedded_postgres.postgres_server import get_server
-
-    root = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
-    server = get_server(root / "pgdata", cleanup_mode="delete")
-    info = server.get_postmaster_info()
-    try:
-        yield f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ first page has given `count`, pages are fetched ahead (as many as the request
 controller lets fly); the loop takes them in order and gathers them into
 batches; one writer task stores the batches, strictly in order, each in one
 transaction with a checkpoint naming the next page.  While PostgreSQL merges
-one batch, the next pages arrive and are decoded.  Pages answered out of order
+one batch, the next pages arrive, are decoded and normalised.  Pages answered out of order
 while runs arrive at the head are fetched again in order (`_in_order`), so no
 run slips between two pages.
 """
