@@ -92,10 +92,12 @@ def embedded_postgres() -> Iterator[str]:
 
 
 @contextmanager
-def simulator(runs: int) -> Iterator[str]:
+def simulator(runs: int, *extra: str) -> Iterator[str]:
+    """`syncd fake-api` in its own process on 127.0.0.1 (`extra`: more fake-api flags)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "syncd", "fake-api", "--host", "127.0.0.1", "--port", "0",
-         "--runs", str(runs), "--api-key", KEY, "--v1-max-page-size", str(SIM_V1_MAX_PAGE_SIZE)],
+         "--runs", str(runs), "--api-key", KEY, "--v1-max-page-size", str(SIM_V1_MAX_PAGE_SIZE),
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -42,11 +41,10 @@ from typing import Any
 
 import aiohttp
 import orjson
-from backfill import embedded_postgres  # bench/ is this script's directory
+from backfill import KEY, embedded_postgres, simulator  # bench/ is this script's directory
 
 from syncd.database import create_engine, ensure_database, migrate
 
-KEY = "bench-key"
 RATE_LIMIT_CODES = {13000, 4290}
 
 
@@ -78,28 +76,14 @@ class Outcome:
 
 
 @contextmanager
-def simulator(args: argparse.Namespace, scope: str) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "fake-api", "--host", "127.0.0.1", "--port", "0",
-         "--runs", str(args.runs), "--api-key", KEY, "--scenario", "ratelimit",
-         "--rate-limit-rps", str(args.quota), "--rate-limit-burst", str(args.burst),
-         "--quota-scope", scope, "--latency-ms", str(args.latency_ms),
-         "--latency-jitter-ms", str(args.latency_ms / 10)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "listening on " not in line:
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        yield line.split("listening on ")[1].split()[0]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def far_simulator(args: argparse.Namespace, scope: str) -> Iterator[str]:
+    with simulator(
+        args.runs, "--scenario", "ratelimit",
+        "--rate-limit-rps", str(args.quota), "--rate-limit-burst", str(args.burst),
+        "--quota-scope", scope, "--latency-ms", str(args.latency_ms),
+        "--latency-jitter-ms", str(args.latency_ms / 10),
+    ) as url:  # fmt: skip
+        yield url
 
 
 async def request_log(api_url: str) -> list[dict[str, Any]]:
@@ -215,7 +199,7 @@ async def main(args: argparse.Namespace) -> None:
     with embedded_postgres() as admin:
         for scope in args.scopes:
             for client in args.clients:
-                with simulator(args, scope) as api_url:
+                with far_simulator(args, scope) as api_url:
                     print(f"  {client} against a {scope}-scoped quota ...", flush=True)
                     if client == "syncd":
                         wall, failed = await run_syncd(api_url, admin, f"bench_{scope}")
