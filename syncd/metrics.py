@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge, Histogram
+
+# RSS and open fds come from prometheus_client's default process collector
+# (process_resident_memory_bytes, process_open_fds), served with these.
 
 REQUESTS = Counter(
     "syncd_upstream_requests_total",
@@ -65,6 +70,22 @@ LAG = Gauge(
     "Seconds since the stream's last successful cycle (updated when scraped)",
     ["stream"],
 )
+
+TASKS = Gauge(
+    "syncd_asyncio_tasks",
+    "asyncio tasks alive in the daemon's event loop (counted when scraped)",
+)
+
+
+def count_tasks() -> int:
+    """Tasks of the running event loop; 0 when called outside one."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:
+        return 0
+
+
+TASKS.set_function(count_tasks)
 
 
 def refresh_lag(now_s: float) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from syncd.client import CoreClawClient
@@ -120,6 +121,21 @@ async def test_health_readiness_and_metrics(
         'syncd_upstream_requests_total{endpoint="/api/v2/worker-runs",http_status="200"}' in metrics
     )
     assert KEY not in metrics
+
+
+async def test_metrics_show_rss_open_fds_and_asyncio_tasks(store: Store) -> None:
+    """/metrics serves the process's RSS and open fds and the event loop's task count."""
+    app = create_app(store, load_settings(api_key="k"), [Source.V1])
+    async with TestClient(TestServer(app, host="127.0.0.1")) as http:
+        text = await (await http.get("/metrics")).text()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert values["process_resident_memory_bytes"] > 1_000_000
+    assert values["process_open_fds"] > 0
+    assert values["syncd_asyncio_tasks"] >= 1  # at least the task serving this request
 
 
 async def test_readyz_reports_a_stale_stream(
