@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from syncd import metrics
+from syncd import memory, metrics
 from syncd.errors import PagingError, SyncdError
 from syncd.models import Page
 from syncd.normalize import Batch
@@ -132,6 +132,8 @@ class FullScan:
             await self._scan(stop)
         finally:
             await self._drain()
+        if self.report.completed:  # the scan's pages and batches are garbage now
+            memory.release_free_heap(f"{self.report.kind.value} {self.sync.stream.value}")
 
     async def _scan(self, stop: asyncio.Event | None) -> None:
         number = self.start
