@@ -12,13 +12,14 @@ import contextlib
 import datetime as dt
 import gc
 import json
+import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 from pydantic import SecretStr
@@ -34,6 +35,9 @@ from syncd.models import Source
 from syncd.progress import Progress, render
 from syncd.storage import Store, StreamLease
 from syncd.sync import CycleReport, StreamSync
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = structlog.get_logger("syncd.cli")
 
@@ -132,7 +136,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, daemon.stop.set)
         web_runner = None
         if settings.http_port:
-            from syncd.web import create_app, start_web
+            from syncd.web import create_app
 
             app = create_app(
                 services.store,
@@ -140,7 +144,7 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 streams,
                 on_run_finished=lambda slug: daemon.wake(f"webhook:{slug}"),
             )
-            web_runner = await start_web(app, settings.http_host, settings.http_port)
+            web_runner = await _listen(app, settings)
         try:
             stats = await daemon.run()
         finally:
@@ -150,6 +154,19 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             print(f"syncd: {stats.fatal}", file=sys.stderr)
             return EXIT_AUTH if isinstance(stats.fatal, AuthError) else EXIT_CONFIG
     return EXIT_OK
+
+
+async def _listen(app: web.Application, settings: Settings) -> web.AppRunner:
+    from syncd.web import start_web
+
+    try:
+        return await start_web(app, settings.http_host, settings.http_port)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(
+            f"cannot listen on {settings.http_host}:{settings.http_port} ({reason}): "
+            "set SYNCD_HTTP_PORT to a free port, or 0 for no HTTP server"
+        ) from exc
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

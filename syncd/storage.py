@@ -42,7 +42,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from syncd.errors import StorageError
+from syncd.errors import StorageError, describe_cause
 from syncd.models import IN_FLIGHT_STATUSES, Reject, Run, Source, StoreResult
 from syncd.schema import run_status_history, runs, sync_rejects, sync_state, workers
 
@@ -267,9 +267,9 @@ class Store:
                     return await work(conn)
             except DB_ERRORS as exc:
                 if not _is_disconnect(exc) or time.monotonic() + delay_s > deadline:
-                    raise StorageError(f"{what} failed: {_describe(exc)}") from exc
+                    raise StorageError(f"{what} failed: {describe_cause(exc)}") from exc
                 log.warning(
-                    "database_unavailable", what=what, error=_describe(exc), retry_in_s=delay_s
+                    "database_unavailable", what=what, error=describe_cause(exc), retry_in_s=delay_s
                 )
                 await self._sleep(delay_s)
                 delay_s = min(delay_s * 2, DB_RETRY_MAX_S)
@@ -282,7 +282,7 @@ class Store:
             async with self.engine.begin() as conn:
                 await work(conn)
         except DB_ERRORS as exc:  # a probe: no retries
-            raise StorageError(f"database ping failed: {_describe(exc)}") from exc
+            raise StorageError(f"database ping failed: {describe_cause(exc)}") from exc
 
     async def save_batch(
         self,
@@ -480,13 +480,6 @@ def _is_disconnect(exc: BaseException) -> bool:
     return any(marker in text_ for marker in _DISCONNECT_MARKERS)
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line cause without SQL parameters (they may hold upstream data, never secrets)."""
-    orig = getattr(exc, "orig", None)
-    base = orig if orig is not None else exc
-    return f"{type(base).__name__}: {str(base).splitlines()[0] if str(base) else ''}".strip()
-
-
 # pg_advisory_lock keys, one per stream (advisory locks are scoped to the database).
 STREAM_LOCK_KEYS = {Source.V1: 72_617_101, Source.V2: 72_617_102}
 
@@ -518,7 +511,7 @@ class StreamLease:
                 got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
             except DB_ERRORS as exc:
                 # The connection, and with it every lock, is gone: start over next time.
-                log.warning("stream_lease_lost", error=_describe(exc))
+                log.warning("stream_lease_lost", error=describe_cause(exc))
                 await self._drop()
                 return False
             if got:
