@@ -56,6 +56,8 @@ _KINDS: dict[str, Kind] = {"r": "table", "p": "table", "v": "view", "m": "materi
 _KIND_ORDER: dict[Kind, int] = {"table": 0, "view": 1, "materialized view": 2}
 _UNIT_SUFFIXES = {"_s": "seconds", "_usd": "USD", "_bytes": "bytes"}
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Plain words YAML 1.1 (PyYAML, dbt) reads as booleans or null.
+_YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "y", "n", "null"})
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def render_markdown(catalog: Catalog) -> str:
 
 def _scalar(value: str) -> str:
     """A YAML scalar: plain for identifiers, else double-quoted (JSON's escapes are YAML's)."""
-    if _PLAIN.fullmatch(value) and value.lower() not in {"true", "false", "yes", "no", "null"}:
+    if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
         return value
     return json.dumps(value, ensure_ascii=False)
 

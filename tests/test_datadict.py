@@ -155,6 +155,22 @@ def test_sources_of_a_small_catalog_parse_back_to_the_catalog() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "name", ["runs", "yes", "on", "Null", "n", "1st", "a b", "it's: 'quoted' \"twice\"", "é ✓ 🙂"]
+)
+def test_names_and_comments_stay_strings_in_yaml(name: str) -> None:
+    """Whatever a name or comment spells (a YAML boolean word, quotes, colons, non-ASCII),
+    dbt reads back the same string."""
+    table = Relation(name, "table", name, (Column(name, "text", False, name),))
+    parsed = yaml.safe_load(render_sources(Catalog("public", "1", (table,))))
+    [rendered] = parsed["sources"][0]["tables"]
+    assert rendered == {
+        "name": name,
+        "description": name,
+        "columns": [{"name": name, "data_type": "text", "description": name}],
+    }
+
+
 def test_missing_comments_are_named() -> None:
     """A relation or column without a comment is listed, so the generator can refuse it."""
     bare = Relation(
