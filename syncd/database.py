@@ -175,17 +175,30 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
-async def resolve_url(settings: Settings) -> tuple[str, bool]:
-    """The database URL to use, and whether it is the embedded server."""
+def embedded_exists(data_dir: Path) -> bool:
+    return (data_dir / "pgdata" / "PG_VERSION").is_file()
+
+
+async def resolve_url(settings: Settings, *, create: bool = True) -> tuple[str, bool]:
+    """The database URL to use, and whether it is the embedded server.
+
+    `create` False: a command that only reads says so rather than set up an
+    empty embedded database to read nothing from.
+    """
     if settings.database_url is not None:
         return settings.database_url.get_secret_value(), False
+    if not create and not embedded_exists(settings.data_dir):
+        raise StorageError(
+            f"no embedded database in SYNCD_DATA_DIR={settings.data_dir} yet: `syncd run` "
+            "creates it (or set SYNCD_DATABASE_URL)"
+        )
     admin_url = await asyncio.to_thread(start_embedded_server, settings.data_dir)
     return await ensure_database(admin_url, EMBEDDED_DB_NAME), True
 
 
 @asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[Database]:
-    url, embedded = await resolve_url(settings)
+async def open_database(settings: Settings, *, create: bool = True) -> AsyncIterator[Database]:
+    url, embedded = await resolve_url(settings, create=create)
     engine = create_engine(url)
     db = Database(engine=engine, url_redacted=redact_url(url), embedded=embedded)
     log.info("database_selected", url=db.url_redacted, embedded=embedded)
@@ -214,7 +227,8 @@ def _downgrade(connection: Connection, revision: str) -> None:
     command.downgrade(cfg, revision)
 
 
-def _current(connection: Connection) -> str | None:
+def current_revision(connection: Connection) -> str | None:
+    """The alembic revision the database is at (None: not migrated)."""
     return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -223,7 +237,7 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> str | None:
     try:
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade, revision)
-            current: str | None = await conn.run_sync(_current)
+            current: str | None = await conn.run_sync(current_revision)
     except (SQLAlchemyError, OSError) as exc:
         raise _migration_failure(exc) from exc
     log.info("migrated", revision=current)

@@ -4,6 +4,7 @@ and a standby takes over when the active one dies."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +124,8 @@ async def test_sync_once_skips_a_stream_another_process_holds(
         await lease.release()
         await runner.cleanup()
     assert code == 1
-    assert "v1: another syncd process is syncing this stream; skipped" in err
+    skipped = [json.loads(line) for line in err.splitlines() if '"stream_skipped"' in line]
+    assert [e["stream"] for e in skipped] == ["v1"]
+    assert "another syncd process" in skipped[0]["reason"]
     assert "v2:" in out
     assert {r.path for r in api.requests} == {"/api/v2/worker-runs"}

@@ -246,7 +246,7 @@ async def test_no_password_when_the_database_is_not_there(
     )
     for code, out, err in runs:
         assert code == 1, err[-1500:]
-        assert "failed" in err and "syncd:" in err
+        assert "failed" in err and '"command_failed"' in err
         assert_no_secrets(out + err, KEY, DB_PASSWORD)
 
 
@@ -611,7 +611,7 @@ async def test_api_key_and_database_url_from_files(
         assert await conn.scalar(text("SELECT count(*) FROM runs")) == 120
     assert_no_secrets(out + err, KEY, DB_PASSWORD)
     assert bad_code == 2
-    assert bad_err.strip() == f"syncd: SYNCD_DATABASE_URL_FILE: {empty} is empty"
+    assert json.loads(bad_err)["error"] == f"SYNCD_DATABASE_URL_FILE: {empty} is empty"
 
 
 def test_database_url_env_wins_over_the_file(

@@ -26,20 +26,16 @@ from tests.processes import SYNCD, env_for, run_syncd
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 
 
-def error_lines(stderr: str) -> list[str]:
-    """stderr without the JSON log records: what a person is told."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
-
-
 def assert_one_line(stderr: str, *needles: str) -> str:
+    """In JSON mode every stderr line is a JSON object, and one `command_failed` says why."""
     assert "Traceback" not in stderr, stderr
-    lines = error_lines(stderr)
-    assert len(lines) == 1, stderr
-    line = lines[0]
-    assert line.startswith("syncd: "), line
+    events = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    failed = [e for e in events if e["event"] == "command_failed"]
+    assert len(failed) == 1, stderr
+    line = failed[0]["error"]
     for needle in needles:
         assert needle in line, line
-    return line
+    return str(line)
 
 
 @pytest.fixture
@@ -59,6 +55,14 @@ async def test_http_port_in_use_names_the_port_and_the_setting(busy_port: int, d
     code, _, err = await run_syncd("run", env=env)
     assert code == EXIT_CONFIG
     assert_one_line(err, f"127.0.0.1:{busy_port}", "Address already in use", "SYNCD_HTTP_PORT")
+    # For a person (console logs), the same news is one plain line.
+    code, _, err = await run_syncd("run", env={**env, "SYNCD_LOG_FORMAT": "console"})
+    assert code == EXIT_CONFIG and "Traceback" not in err
+    plain = [line for line in err.splitlines() if line.startswith("syncd: ")]
+    assert plain == [
+        f"syncd: cannot listen on 127.0.0.1:{busy_port} (Address already in use): "
+        "set SYNCD_HTTP_PORT to a free port, or 0 for no HTTP server"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -77,7 +81,7 @@ async def test_bad_data_dir_exits_2_naming_the_setting(
     """A SYNCD_DATA_DIR that cannot hold the embedded database stops every command at once."""
     (tmp_path / "a-file").write_text("not a directory")
     data_dir = make_dir(tmp_path)  # type: ignore[operator]
-    code, _, err = await run_syncd("status", env=env_for(SYNCD_DATA_DIR=str(data_dir)))
+    code, _, err = await run_syncd("migrate", env=env_for(SYNCD_DATA_DIR=str(data_dir)))
     assert code == EXIT_CONFIG
     assert_one_line(err, f"SYNCD_DATA_DIR={data_dir}", words)
 
