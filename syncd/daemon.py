@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from syncd import metrics
 from syncd.errors import AuthError, ConfigError, SyncdError
 from syncd.models import Source
+from syncd.pagination import ENDPOINTS
 from syncd.storage import StreamLease
 from syncd.sync import CycleReport, StreamSync
 
@@ -75,6 +77,10 @@ class Daemon:
             job.modify(next_run_time=dt.datetime.now(dt.UTC))
 
     async def run(self) -> DaemonStats:
+        metrics.declare_streams(
+            {s.stream.value: self.intervals_s[s.stream] for s in self.syncers},
+            [ENDPOINTS[s.stream] for s in self.syncers],
+        )
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         now = dt.datetime.now(dt.UTC)
         for syncer in self.syncers:
@@ -106,6 +112,8 @@ class Daemon:
             scheduler.shutdown(wait=False)
             if self.lease is not None:
                 await self.lease.release()
+            for syncer in self.syncers:
+                metrics.LEASE_HELD.labels(syncer.stream.value).set(0)
         log.info(
             "daemon_stopped",
             cycles=self.stats.cycles,
@@ -144,9 +152,9 @@ class Daemon:
 
     async def _may_poll(self, stream: Source) -> bool:
         """Another replica polling this stream makes this one a standby for it."""
-        if self.lease is None:
-            return True
-        if await self.lease.acquire(stream):
+        held = self.lease is None or await self.lease.acquire(stream)
+        metrics.LEASE_HELD.labels(stream.value).set(1 if held else 0)
+        if held:
             if stream in self._standby:
                 self._standby.discard(stream)
                 log.info("stream_taken_over", stream=stream.value)

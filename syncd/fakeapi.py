@@ -8,6 +8,7 @@ Routes (the API ones need the key as ``Authorization: Bearer``, ``api-key`` or `
     POST /_fake/tick?steps=N   advance churn N steps
     GET  /_fake/requests       {"requests": [RequestRecord, ...]}
     GET  /_fake/rejects        {"rejects": [bad items served so far]}
+    POST /_fake/revoke-key     from now on every API request is answered 401 (key revoked)
 
 A request passes, in order: auth (401/12001), the rate limiter ("ratelimit"),
 parameter checks (v2 400/404/422, v1 HTTP 200 code 4000), then at most one
@@ -221,6 +222,7 @@ class FakeApi:
         self._faults = _Faults(random.Random(mix(config.seed, 2, 200)))
         self._latency_rng = random.Random(mix(config.seed, 3, 200))
         self._seq = 0
+        self.key_revoked = False
         self.app = web.Application()
         self.app.add_routes(
             [
@@ -231,6 +233,7 @@ class FakeApi:
                 web.post("/_fake/tick", self._tick_route),
                 web.get("/_fake/requests", self._requests_route),
                 web.get("/_fake/rejects", self._rejects_route),
+                web.post("/_fake/revoke-key", self._revoke_key_route),
             ]
         )
         self.app.cleanup_ctx.append(self._churn_task)
@@ -308,7 +311,7 @@ class FakeApi:
     ) -> web.Response | bytes:
         """The answer to send (bytes: a body to cut by a "reset"); _ApiError for error answers."""
         key = self._authenticate(request, rec)
-        if key != self.config.api_key:
+        if key != self.config.api_key or self.key_revoked:
             raise _ApiError(*_UNAUTHORIZED)
         if "ratelimit" in self.config.scenarios:
             self._rate_limit(rec, api, key)
@@ -525,6 +528,10 @@ class FakeApi:
 
     async def _rejects_route(self, request: web.Request) -> web.Response:
         return _json({"rejects": self.rejects()})
+
+    async def _revoke_key_route(self, request: web.Request) -> web.Response:
+        self.key_revoked = True
+        return _json({"key_revoked": True})
 
     async def _churn_task(self, app: web.Application) -> AsyncIterator[None]:
         task = None

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import platform
+from collections.abc import Iterable, Mapping
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from syncd import __version__
 
 # RSS and open fds come from prometheus_client's default process collector
 # (process_resident_memory_bytes, process_open_fds), served with these.
@@ -71,6 +75,25 @@ LAG = Gauge(
     ["stream"],
 )
 
+LEASE_HELD = Gauge(
+    "syncd_stream_lease_held",
+    "1 while this process holds the stream's lease and polls it, 0 while it stands by",
+    ["stream"],
+)
+POLL_INTERVAL = Gauge(
+    "syncd_poll_interval_seconds",
+    "Seconds between the stream's cycles (SYNCD_POLL_INTERVAL_V1 / _V2)",
+    ["stream"],
+)
+BUILD = Info("syncd_build", "The running syncd: its version and the Python that runs it")
+BUILD.info(
+    {
+        "version": __version__,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+    }
+)
+
 TASKS = Gauge(
     "syncd_asyncio_tasks",
     "asyncio tasks alive in the daemon's event loop (counted when scraped)",
@@ -86,6 +109,43 @@ def count_tasks() -> int:
 
 
 TASKS.set_function(count_tasks)
+
+CYCLE_OUTCOMES = ("ok", "stopped", "error")
+ROW_OUTCOMES = ("seen", "inserted", "updated", "rejected")
+
+
+def declare_streams(intervals_s: Mapping[str, float], endpoints: Iterable[str]) -> None:
+    """Create every per-stream series at 0 when the daemon starts.
+
+    A counter that first appears at 1 hides that increment from `rate()` and
+    `increase()`, and an alert cannot compare a series that does not exist yet.
+    A stream's lease counts as not held until the daemon has taken it.
+    """
+    for stream, interval_s in intervals_s.items():
+        POLL_INTERVAL.labels(stream).set(interval_s)
+        LEASE_HELD.labels(stream).set(0)
+        for outcome in CYCLE_OUTCOMES:
+            CYCLE_SECONDS.labels(stream, outcome)
+        for outcome in ROW_OUTCOMES:
+            ROWS.labels(stream, outcome)
+    for endpoint in endpoints:
+        RATE_LIMITED.labels(endpoint)
+
+
+def seed_last_success(last_success_s: Mapping[str, float]) -> None:
+    """Start the last-success gauges from the database (`sync_state.last_success_at`).
+
+    A restarted or standby process then exports when each stream last synced,
+    not nothing; a value this process already set (a newer success) is kept.
+    """
+    current = {
+        sample.labels["stream"]: sample.value
+        for metric in LAST_SUCCESS.collect()
+        for sample in metric.samples
+    }
+    for stream, at_s in last_success_s.items():
+        if at_s > current.get(stream, 0.0):
+            LAST_SUCCESS.labels(stream).set(at_s)
 
 
 def refresh_lag(now_s: float) -> None:

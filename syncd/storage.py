@@ -425,6 +425,17 @@ class Store:
 
         return await self._run("reading sync state", work)
 
+    async def last_successes(self) -> dict[str, dt.datetime]:
+        """Each stream's `sync_state.last_success_at`, for the streams that have one."""
+        query = select(sync_state.c.stream, sync_state.c.last_success_at).where(
+            sync_state.c.last_success_at.is_not(None)
+        )
+
+        async def work(conn: AsyncConnection) -> dict[str, dt.datetime]:
+            return {row.stream: row.last_success_at for row in await conn.execute(query)}
+
+        return await self._run("reading last successes", work)
+
     async def in_flight_runs(self, exclude: frozenset[str] = frozenset()) -> list[InFlightRun]:
         """Stored runs not yet terminal (and not given up on), minus `exclude`."""
         query = (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -14,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from syncd.config import Settings
 from syncd.errors import StorageError
-from syncd.metrics import refresh_lag
+from syncd.metrics import refresh_lag, seed_last_success
 from syncd.models import Source
 from syncd.storage import Store
 
@@ -47,6 +49,32 @@ async def readiness_problems(
                 f"stream {stream.value} last synced {int((now - last).total_seconds())} s ago"
             )
     return problems
+
+
+async def seed_metrics_from_state(store: Store, streams: list[Source]) -> None:
+    """Export each stream's last success from `sync_state`, so a restarted or standby
+    replica has the series before (or without) a success of its own."""
+    try:
+        last = await store.last_successes()
+    except StorageError as exc:
+        log.warning("last_success_not_seeded", error=str(exc))
+        return
+    wanted = {s.value for s in streams}
+    seed_last_success({k: v.timestamp() for k, v in last.items() if k in wanted})
+    log.debug("last_success_seeded", streams=sorted(wanted & last.keys()))
+
+
+def _seeding(store: Store, streams: list[Source]) -> Any:
+    """In the background: the port answers /healthz even while the database is away."""
+
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(seed_metrics_from_state(store, streams))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return context
 
 
 def webhook_slug(body: Any) -> str | None:
@@ -105,6 +133,7 @@ def create_app(
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
+    app.cleanup_ctx.append(_seeding(store, streams))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
