@@ -12,39 +12,36 @@ import contextlib
 import datetime as dt
 import gc
 import json
-import os
-import signal
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import structlog
-from pydantic import SecretStr
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncd import __version__
-from syncd.client import CoreClawClient
+from syncd.app import (
+    all_streams,
+    demo_upstream,
+    is_demo,
+    leased_streams,
+    open_services,
+    serve,
+    stop_on_signals,
+    syncers_for,
+)
 from syncd.config import Settings, load_settings
-from syncd.daemon import Daemon
 from syncd.database import Database, grant_read, migrate, open_database
 from syncd.errors import AuthError, ConfigError, StorageError, SyncdError, describe_cause
-from syncd.logs import TerminalSink, configure_logging, report_error, sink
+from syncd.logs import configure_logging, report_error, sink
 from syncd.models import Source
-from syncd.progress import Progress, render
+from syncd.progress import ProgressLine
 from syncd.storage import Store, StreamLease
-from syncd.sync import CycleReport, StreamSync
-
-if TYPE_CHECKING:
-    from aiohttp import web
+from syncd.sync import CycleReport
 
 log = structlog.get_logger("syncd.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_AUTH = 0, 1, 2, 3
-DEMO_KEY = "demo-key"
-DEMO_POLL_INTERVAL_S = 5.0
 LOOK_HINT = (
     'look at it: `syncd psql`, or `syncd sql "SELECT status, count(*) FROM runs GROUP BY 1"`'
 )
@@ -61,147 +58,13 @@ def exit_code_for(exc: BaseException) -> int:
     raise exc
 
 
-@dataclass
-class Services:
-    settings: Settings
-    db: Database
-    store: Store
-    client: CoreClawClient
-
-
-class ProgressLine:
-    """A progress bar per stream on the terminal's status line, redrawn a few times a second."""
-
-    def __init__(self, out: TerminalSink) -> None:
-        self.out = out
-        self.progress: dict[str, Progress] = {}
-        self.drawn_s = 0.0
-
-    def update(self, progress: Progress) -> None:
-        self.progress[progress.stream] = progress
-        now_s = time.monotonic()
-        if now_s - self.drawn_s >= 0.2 or progress.finished:
-            self.drawn_s = now_s
-            self.out.show_status(
-                render(sorted(self.progress.values(), key=lambda p: p.stream), now_s)
-            )
-
-    def close(self) -> None:
-        self.out.end_status()
-
-
-def _streams(choice: str | None) -> list[Source]:
-    return [Source(choice)] if choice else [Source.V1, Source.V2]
-
-
-def is_demo(settings: Settings) -> bool:
-    """No API key and no database: `run` syncs the built-in simulator into the embedded server."""
-    return settings.resolved_api_key() is None and settings.database_url is None
-
-
-@asynccontextmanager
-async def _demo_upstream(settings: Settings, runs: int = 500) -> AsyncIterator[Settings]:
-    """With no API key and no database URL, sync from the built-in simulator."""
-    if not is_demo(settings):
-        yield settings
-        return
-    from syncd.fakeapi import FakeApiConfig, start_fake_api
-
-    config = FakeApiConfig(runs=runs, api_key=DEMO_KEY, scenarios=frozenset({"churn"}), tick_s=2.0)
-    _, runner, base_url = await start_fake_api(config)
-    log.warning(
-        "demo_mode",
-        api_url=base_url,
-        hint="no SYNCD_API_KEY and no SYNCD_DATABASE_URL: syncing the built-in fake API",
-    )
-    update: dict[str, Any] = {"api_url": base_url, "api_key": SecretStr(DEMO_KEY)}
-    # The simulator changes every few seconds; a demo should show that, not a minute's wait.
-    for name in ("poll_interval_v1_s", "poll_interval_v2_s"):
-        if name not in settings.model_fields_set:
-            update[name] = DEMO_POLL_INTERVAL_S
-    try:
-        yield settings.model_copy(update=update)
-    finally:
-        await runner.cleanup()
-
-
-@asynccontextmanager
-async def _services(settings: Settings, *, migrate_first: bool) -> AsyncIterator[Services]:
-    async with open_database(settings) as db:
-        if migrate_first:
-            await migrate(db.engine)
-        async with CoreClawClient(settings) as client:
-            yield Services(settings, db, Store(db.engine, retry_s=settings.db_retry_s), client)
-
-
-def _syncers(services: Services, streams: list[Source]) -> list[StreamSync]:
-    return [StreamSync(s, services.client, services.store, services.settings) for s in streams]
-
-
-def _stop_on_signals(stop: Callable[[], None]) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop)
-
-
-async def _listen(app: web.Application, settings: Settings) -> web.AppRunner:
-    from syncd.web import start_web
-
-    try:
-        return await start_web(app, settings.http_host, settings.http_port)
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise ConfigError(
-            f"cannot listen on {settings.http_host}:{settings.http_port} ({reason}): "
-            "set SYNCD_HTTP_PORT to a free port, or 0 for no HTTP server"
-        ) from exc
-
-
-async def _serve(
-    services: Services,
-    *,
-    intervals_s: dict[Source, float] | None = None,
-    stop_after_s: float | None = None,
-    http: bool = True,
-) -> None:
-    """The daemon (both streams, leased), its HTTP server and signals, until stopped;
-    raises what ended it fatally (a rejected key, bad settings)."""
-    settings, streams = services.settings, _streams(None)
-    daemon = Daemon(
-        _syncers(services, streams),
-        intervals_s or {s: settings.poll_interval_s(s.value) for s in streams},
-        lease=StreamLease(services.db.engine),
-    )
-    _stop_on_signals(daemon.stop.set)
-    if stop_after_s is not None:
-        asyncio.get_running_loop().call_later(stop_after_s, daemon.stop.set)
-    web_runner = None
-    if http and settings.http_port:
-        from syncd.web import create_app
-
-        app = create_app(
-            services.store,
-            settings,
-            streams,
-            on_run_finished=lambda slug: daemon.wake(f"webhook:{slug}"),
-        )
-        web_runner = await _listen(app, settings)
-    try:
-        stats = await daemon.run()
-    finally:
-        if web_runner is not None:
-            await web_runner.cleanup()
-    if stats.fatal is not None:
-        raise stats.fatal
-
-
 async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     demo = is_demo(settings)
     async with (
-        _demo_upstream(settings) as settings,
-        _services(settings, migrate_first=True) as services,
+        demo_upstream(settings) as settings,
+        open_services(settings, migrate_first=True) as services,
     ):
-        await _serve(services)
+        await serve(services)
     if demo:
         print(f"synced into the embedded database; {LOOK_HINT}", file=sys.stderr)
     return EXIT_OK
@@ -211,28 +74,16 @@ async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Simulator + embedded database + daemon for a while, then a summary."""
     settings = settings.model_copy(update={"api_key": None, "database_url": None})
     async with (
-        _demo_upstream(settings, runs=args.runs) as settings,
-        _services(settings, migrate_first=True) as services,
+        demo_upstream(settings, runs=args.runs) as settings,
+        open_services(settings, migrate_first=True) as services,
     ):
-        intervals = {s: 3.0 for s in _streams(None)}
-        await _serve(services, intervals_s=intervals, stop_after_s=args.seconds, http=False)
+        intervals = {s: 3.0 for s in all_streams()}
+        await serve(services, intervals_s=intervals, stop_after_s=args.seconds, http=False)
         report = await services.store.status_report()
         print(format_status(report, dt.datetime.now(dt.UTC)))
         print(f"database: {services.db.url_redacted}")
         print(LOOK_HINT)
     return EXIT_OK
-
-
-async def _leased(lease: StreamLease, wanted: list[Source]) -> list[Source]:
-    """The streams no other syncd process is syncing right now (the rest are reported)."""
-    free = []
-    for stream in wanted:
-        if await lease.acquire(stream):
-            free.append(stream)
-        else:
-            log.warning("stream_skipped", stream=stream.value,
-                        reason="another syncd process is syncing this stream")  # fmt: skip
-    return free
 
 
 def _report_outcomes(outcomes: list[CycleReport | BaseException]) -> int:
@@ -255,11 +106,11 @@ def _report_outcomes(outcomes: list[CycleReport | BaseException]) -> int:
 async def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     # Finish the page in flight, keep the checkpoint, exit: the next run resumes.
-    _stop_on_signals(stop.set)
-    wanted = _streams(args.stream)
-    async with _services(settings, migrate_first=True) as services:
+    stop_on_signals(stop.set)
+    wanted = all_streams(args.stream)
+    async with open_services(settings, migrate_first=True) as services:
         lease = StreamLease(services.db.engine)
-        syncers = _syncers(services, await _leased(lease, wanted))
+        syncers = syncers_for(services, await leased_streams(lease, wanted))
         bar = ProgressLine(sink()) if sink().isatty() else None
         for syncer in syncers:
             syncer.on_progress = bar.update if bar is not None else None
@@ -379,7 +230,7 @@ async def cmd_fake_api(settings: Settings, args: argparse.Namespace) -> int:
     def cancel() -> None:
         task.cancel()
 
-    _stop_on_signals(cancel)
+    stop_on_signals(cancel)
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return EXIT_OK

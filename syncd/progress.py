@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(slots=True)
@@ -72,3 +74,32 @@ def render(progresses: Sequence[Progress], now_s: float, width: int = 20) -> str
             f"{p.stream} [{bar}] {percent} {_count(p.done)}/{total} {_count(p.rate(now_s))}/s {eta}"
         )
     return " | ".join(parts)
+
+
+class StatusLine(Protocol):
+    """A terminal's one redrawn line (`syncd.logs.TerminalSink`)."""
+
+    def show_status(self, line: str) -> None: ...
+
+    def end_status(self) -> None: ...
+
+
+class ProgressLine:
+    """A progress bar per stream on the terminal's status line, redrawn a few times a second."""
+
+    def __init__(self, out: StatusLine) -> None:
+        self.out = out
+        self.progress: dict[str, Progress] = {}
+        self.drawn_s = 0.0
+
+    def update(self, progress: Progress) -> None:
+        self.progress[progress.stream] = progress
+        now_s = time.monotonic()
+        if now_s - self.drawn_s >= 0.2 or progress.finished:
+            self.drawn_s = now_s
+            self.out.show_status(
+                render(sorted(self.progress.values(), key=lambda p: p.stream), now_s)
+            )
+
+    def close(self) -> None:
+        self.out.end_status()

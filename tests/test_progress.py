@@ -10,12 +10,12 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from syncd.cli import ProgressLine
 from syncd.client import CoreClawClient
 from syncd.config import load_settings
 from syncd.fakeapi import FakeApiConfig, start_fake_api
+from syncd.logs import TerminalSink
 from syncd.models import Source
-from syncd.progress import Progress, render
+from syncd.progress import Progress, ProgressLine, render
 from syncd.storage import Store
 from syncd.sync import StreamSync
 
@@ -55,7 +55,7 @@ def test_render_and_progress_line() -> None:
         "v1 [#####-----]  52% 520.0k/1.0M 20.0k/s ETA 24s | v2 [----------]   ?% 100/? 4/s ETA ?"
     )
     out = io.StringIO()
-    bar = ProgressLine(out)
+    bar = ProgressLine(TerminalSink(out))
     bar.update(Progress("v1", 0.0, done=10, total=10, finished=True))
     bar.close()
     assert out.getvalue().startswith("\r\x1b[K") and "100%" in out.getvalue()
