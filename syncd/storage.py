@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,6 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from syncd.clock import SYSTEM_CLOCK, Clock
 from syncd.errors import StorageError, describe_cause
 from syncd.models import IN_FLIGHT_STATUSES, Reject, Run, Source, StoreResult
 from syncd.schema import run_status_history, runs, sync_rejects, sync_state, workers
@@ -245,11 +245,11 @@ class Store:
         engine: AsyncEngine,
         *,
         retry_s: float = 60.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.engine = engine
         self.retry_s = retry_s
-        self._sleep = sleep
+        self._clock = clock
 
     async def _run(self, what: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in one transaction; if the connection is lost, retry it whole.
@@ -259,19 +259,19 @@ class Store:
         is safe.  A database that stays away longer than `retry_s` fails the
         cycle with StorageError; other errors fail at once.
         """
-        deadline = time.monotonic() + self.retry_s
+        deadline = self._clock.monotonic() + self.retry_s
         delay_s = DB_RETRY_FIRST_S
         while True:
             try:
                 async with self.engine.begin() as conn:
                     return await work(conn)
             except DB_ERRORS as exc:
-                if not _is_disconnect(exc) or time.monotonic() + delay_s > deadline:
+                if not _is_disconnect(exc) or self._clock.monotonic() + delay_s > deadline:
                     raise StorageError(f"{what} failed: {describe_cause(exc)}") from exc
                 log.warning(
                     "database_unavailable", what=what, error=describe_cause(exc), retry_in_s=delay_s
                 )
-                await self._sleep(delay_s)
+                await self._clock.sleep(delay_s)
                 delay_s = min(delay_s * 2, DB_RETRY_MAX_S)
 
     async def ping(self) -> None:
