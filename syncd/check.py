@@ -28,6 +28,7 @@ from syncd.database import (
     head_revision,
     start_embedded_server,
 )
+from syncd.endpoints import ENDPOINTS
 from syncd.errors import AuthError, ConfigError, SyncdError, describe_cause
 from syncd.models import Source
 
@@ -168,7 +169,7 @@ async def check_upstream(settings: Settings) -> list[Finding]:
         return [Finding("api", str(exc), EXIT_CONFIG)]
     findings = []
     async with client:
-        for source in (Source.V1, Source.V2):
+        for source in ENDPOINTS:
             findings.append(await _endpoint_finding(client, source))
             if findings[-1].exit_code == EXIT_AUTH:
                 break  # the same key: the other endpoint would say the same
@@ -187,7 +188,7 @@ async def _endpoint_finding(client: CoreClawClient, source: Source) -> Finding:
     rtt_ms = round((time.perf_counter() - started) * 1000)
     data: dict[str, Any] = {"runs": page.count, "round_trip_ms": rtt_ms}
     summary = f"key accepted, {page.count if page.count is not None else '?'} runs"
-    if source is Source.V2:
+    if ENDPOINTS[source].offset_reading:
         detection = client.detection
         data.update(offset_reading=detection.mode.value if detection.mode else None,
                     decided_by=detection.decided_by, settled=detection.settled)  # fmt: skip

@@ -22,7 +22,7 @@ import ipaddress
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from yarl import URL
 from syncd import metrics
 from syncd.backoff import retry_wait_s
 from syncd.config import AuthMode, Settings
+from syncd.endpoints import ENDPOINTS, Endpoint, FilterValue
 from syncd.envelope import (
     Answer,
     Retryable,
@@ -49,21 +50,18 @@ from syncd.errors import (
 )
 from syncd.models import OffsetMode, Page, Source
 from syncd.pagination import (
-    ENDPOINTS,
     PROBE_FIRST,
     PROBE_SECOND,
-    V1_ENDPOINT,
-    V2_ENDPOINT,
-    V2_MAX_LIMIT,
     Detection,
     OffsetReading,
     detect_reading,
-    page_params,
 )
 from syncd.quotascope import QuotaScope
 from syncd.ratelimit import Monotonic, RateLimiter, Sleep, Ticket
 
 log = structlog.get_logger(__name__)
+
+V1, V2 = ENDPOINTS[Source.V1], ENDPOINTS[Source.V2]
 
 USER_AGENT = "syncd/0.1.0"
 BACKOFF_BASE_S = 1.0
@@ -168,14 +166,11 @@ class CoreClawClient:
         status: str | None = None,
     ) -> Page:
         """One page of `GET /api/v2/worker-runs`."""
-        if not 1 <= limit <= V2_MAX_LIMIT:
-            raise ValueError(f"limit must be 1-{V2_MAX_LIMIT}")
-        params: dict[str, str] = {"offset": str(offset), "limit": str(limit)}
-        if worker_id:
-            params["worker_id"] = worker_id.replace("/", "~")
-        if status:
-            params["status"] = status
-        return await self._call("GET", V2_ENDPOINT, params=params)
+        cap = V2.max_page_size
+        if not 1 <= limit <= cap:
+            raise ValueError(f"limit must be 1-{cap}")
+        params = {"offset": offset, "limit": limit, "worker_id": worker_id, "status": status}
+        return await self._list(V2, params)
 
     async def list_v1(
         self,
@@ -186,31 +181,34 @@ class CoreClawClient:
         scraper_slug: str | None = None,
     ) -> Page:
         """One page of `POST /api/v1/run/list`."""
-        body: dict[str, Any] = {"page_index": page_index, "page_size": page_size, "status": status}
-        if scraper_slug:
-            body["scraper_slug"] = scraper_slug
-        return await self._call("POST", V1_ENDPOINT, json_body=body)
+        params = {"page_index": page_index, "page_size": page_size, "status": status,
+                  "scraper_slug": scraper_slug}  # fmt: skip
+        return await self._list(V1, params)
 
     async def fetch_page(
-        self, source: Source, page_number: int, page_size: int, **filters: Any
+        self, source: Source, page_number: int, page_size: int, **filters: FilterValue
     ) -> Page:
         """0-based page `page_number` of one endpoint's list; v2's `offset` reading is
         detected first when it is not known (yet)."""
-        if source is Source.V1:
-            v1 = page_params(source, page_number, page_size, OffsetMode.ITEMS)
-            return await self.list_v1(
-                page_index=v1["page_index"], page_size=v1["page_size"], **filters
-            )
-        mode = await self.offset_mode()
-        params = page_params(source, page_number, page_size, mode)
-        page = await self.list_v2(offset=params["offset"], limit=params["limit"], **filters)
-        if not filters:  # a filtered list's count says nothing about the whole list
+        endpoint = ENDPOINTS[source]
+        # A reading the endpoint ignores: page_params needs some value.
+        reading = await self.offset_mode() if endpoint.offset_reading else OffsetMode.ITEMS
+        params = {**endpoint.page_params(page_number, page_size, reading), **filters}
+        page = await self._list(endpoint, params)
+        if endpoint.offset_reading and not filters:
+            # A filtered list's count says nothing about the whole list.
             self._reading.observe(page.count)
         return page
 
+    async def _list(self, endpoint: Endpoint, params: Mapping[str, FilterValue | None]) -> Page:
+        request = endpoint.encode(params)
+        return await self._call(
+            endpoint.method, endpoint.path, params=request.query, json_body=request.json
+        )
+
     def window(self, source: Source) -> int:
         """How many requests to this endpoint the controller lets fly at once, now."""
-        return self._limiter.lane(ENDPOINTS[source]).window
+        return self._limiter.lane(ENDPOINTS[source].path).window
 
     # -- offset-mode detection ---------------------------------------------
 
@@ -244,7 +242,7 @@ class CoreClawClient:
                 "cannot tell what v2 `offset` means: the probe pages fit no reading"
                 f" ({self._detection.decided_by}); set SYNCD_V2_OFFSET_MODE"
                 " to items, pages0 or pages1",
-                endpoint=V2_ENDPOINT,
+                endpoint=V2.path,
             )
         return reading.mode
 

@@ -24,12 +24,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from syncd.endpoints import ENDPOINTS
 from syncd.errors import ConfigError
-from syncd.models import OffsetMode
+from syncd.models import OffsetMode, Source
 from syncd.ratelimit import RatePolicy
 
 DEFAULT_API_URL = "https://openapi.coreclaw.com"
-V2_MAX_PAGE_SIZE = 100
+_V1_CAP, _V2_CAP = ENDPOINTS[Source.V1].max_page_size, ENDPOINTS[Source.V2].max_page_size
 
 
 class AuthMode(StrEnum):
@@ -71,8 +72,9 @@ class Settings(BaseSettings):
 
     poll_interval_v1_s: float = Field(60.0, gt=0, validation_alias=_env("SYNCD_POLL_INTERVAL_V1"))
     poll_interval_v2_s: float = Field(60.0, gt=0, validation_alias=_env("SYNCD_POLL_INTERVAL_V2"))
-    page_size_v1: int = Field(100, ge=1, le=1000)
-    page_size_v2: int = Field(V2_MAX_PAGE_SIZE, ge=1, le=V2_MAX_PAGE_SIZE)
+    # Each stream's fields are named by its Endpoint (endpoints.py), which also caps the size.
+    page_size_v1: int = Field(100, ge=1, le=_V1_CAP)
+    page_size_v2: int = Field(_V2_CAP, ge=1, le=_V2_CAP)
     v2_offset_mode: OffsetMode = OffsetMode.AUTO
     max_pages: int = Field(100_000, ge=1)
 
@@ -183,8 +185,13 @@ class Settings(BaseSettings):
             max_concurrency=self.max_concurrency,
         )
 
-    def poll_interval_s(self, stream: str) -> float:
-        return self.poll_interval_v1_s if stream == "v1" else self.poll_interval_v2_s
+    def poll_interval_s(self, stream: Source | str) -> float:
+        """Seconds between cycles of `stream` (its endpoint names the setting)."""
+        return float(getattr(self, ENDPOINTS[Source(stream)].poll_interval_setting))
+
+    def page_size(self, stream: Source | str) -> int:
+        """Items per request of `stream` (its endpoint names the setting)."""
+        return int(getattr(self, ENDPOINTS[Source(stream)].page_size_setting))
 
     def secrets(self) -> list[str]:
         """Every secret value in this config, also URL-encoded, for the log scrubber."""

@@ -17,9 +17,9 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import metrics
+from syncd.endpoints import ENDPOINTS
 from syncd.errors import AuthError, ConfigError, SyncdError
 from syncd.models import Source
-from syncd.pagination import ENDPOINTS
 from syncd.storage import StreamLease
 from syncd.sync import CycleReport, StreamSync
 
@@ -79,7 +79,7 @@ class Daemon:
     async def run(self) -> DaemonStats:
         metrics.declare_streams(
             {s.stream.value: self.intervals_s[s.stream] for s in self.syncers},
-            [ENDPOINTS[s.stream] for s in self.syncers],
+            [ENDPOINTS[s.stream].path for s in self.syncers],
         )
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         now = dt.datetime.now(dt.UTC)

@@ -48,14 +48,16 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
+from syncd.endpoints import ENDPOINTS
 from syncd.fakedata import Api, Dataset, Listing, mix
+from syncd.models import Source
 
 SCENARIOS = frozenset({"churn", "ratelimit", "faults", "badrecords"})
 OffsetMode = Literal["items", "pages0", "pages1"]
@@ -226,8 +228,8 @@ class FakeApi:
         self.app = web.Application()
         self.app.add_routes(
             [
-                web.get("/api/v2/worker-runs", self._v2),
-                web.post("/api/v1/run/list", self._v1),
+                web.route(_V2.method, _V2.path, self._v2),
+                web.route(_V1.method, _V1.path, self._v1),
                 web.route("*", "/api/{tail:.*}", self._not_found),
                 web.get("/_fake/truth", self._truth_route),
                 web.post("/_fake/tick", self._tick_route),
@@ -315,7 +317,7 @@ class FakeApi:
             raise _ApiError(*_UNAUTHORIZED)
         if "ratelimit" in self.config.scenarios:
             self._rate_limit(rec, api, key)
-        page = self._parse_v2(params) if api == "v2" else self._parse_v1(params)
+        page = _WIRE[api].parse(self, params)
         fault = rec.fault = self._draw_fault()
         if fault in ("http500", "http503", "code10000"):
             status = {"http500": 500, "http503": 503}.get(fault, 200)
@@ -339,7 +341,7 @@ class FakeApi:
     def _error_response(self, rec: RequestRecord, api: Api, err: _ApiError) -> web.Response:
         rec.code = err.code
         payload: dict[str, Any] = {"code": err.code, "message": err.message, "data": None}
-        if api == "v2":
+        if _WIRE[api].request_id:
             payload["request_id"] = self._request_id()
         return web.Response(
             status=err.http_status,
@@ -397,7 +399,7 @@ class FakeApi:
             headers["Retry-After"] = rec.retry_after = value
             rec.retry_after_s = float(wait_s)
         as_200 = rng.random() < cfg.ratelimit_http200_ratio
-        code = 4290 if as_200 and api == "v1" else 13000
+        code = _WIRE[api].rate_limited_200_code if as_200 else 13000
         raise _ApiError(200 if as_200 else 429, code, "Too Many Requests", headers)
 
     # ---- parameters ----------------------------------------------------------
@@ -460,11 +462,12 @@ class FakeApi:
             if entry < 0:
                 self._note_reject(-entry - 1)
         items = b",".join(self.data.item(e, api) for e in entries)
-        if api == "v1":
-            return b'{"code":0,"message":"success","data":{"count":%d,"list":[%b]}}' % (
-                count,
-                items,
-            )
+        return _WIRE[api].body(self, page, count, items)
+
+    def _v1_body(self, _page: _Page, count: int, items: bytes) -> bytes:
+        return b'{"code":0,"message":"success","data":{"count":%d,"list":[%b]}}' % (count, items)
+
+    def _v2_body(self, page: _Page, count: int, items: bytes) -> bytes:
         echo = b""
         if self.config.echo_page_index:
             echo = b',"page_index":%d,"page_size":%d' % (page.page_index, page.size)
@@ -547,6 +550,24 @@ class FakeApi:
         while True:
             await asyncio.sleep(self.config.tick_s)
             self.tick()
+
+
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """How the simulator answers on one endpoint: the server's side of `syncd.endpoints`."""
+
+    parse: Callable[[FakeApi, Any], _Page]  # request parameters -> the page asked for
+    body: Callable[[FakeApi, _Page, int, bytes], bytes]  # (page, count, items) -> envelope
+    request_id: bool  # the envelope carries a request_id
+    rate_limited_200_code: int  # the app code of a rate limit sent with HTTP 200
+
+
+_V1, _V2 = ENDPOINTS[Source.V1], ENDPOINTS[Source.V2]
+_WIRE: dict[Api, _Wire] = {
+    # Older v1 docs name 4290 for a rate limit; it arrives with HTTP 200 there.
+    "v1": _Wire(FakeApi._parse_v1, FakeApi._v1_body, request_id=False, rate_limited_200_code=4290),
+    "v2": _Wire(FakeApi._parse_v2, FakeApi._v2_body, request_id=True, rate_limited_200_code=13000),
+}
 
 
 def _int_arg(raw: str | None, default: int) -> int | None:

@@ -144,7 +144,7 @@ class FullScan:
                 if task is None:
                     raise PagingError(
                         f"list did not end within {self.sync.settings.max_pages} pages",
-                        endpoint=self.sync.stream.value,
+                        endpoint=self.sync.endpoint.path,
                     )
                 answered, page = await task
                 page = await self._in_order(number, answered, page)

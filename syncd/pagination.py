@@ -1,11 +1,12 @@
-"""Pure paging rules of the two run-list endpoints: the one place that knows them.
+"""Pure paging rules of the run-list endpoints: the end rule and v2's `offset` reading.
 
-Callers speak of 0-based page numbers only; `page_params` turns one into the
-endpoint's parameters (v1's 1-based `page_index`, v2's `offset` under the
-reading in force), so a checkpoint means the same thing on either stream and
-under any reading of `offset`.  What v2's `offset` means is detected from
-data (`detect_reading`) and held by an `OffsetReading`, which never settles
-an answer the data could not decide.
+Callers speak of 0-based page numbers only; an endpoint's `page_params`
+(endpoints.py) turns one into that endpoint's parameters (v1's 1-based
+`page_index`, v2's `offset` under the reading in force, `v2_offset` here), so
+a checkpoint means the same thing on either stream and under any reading of
+`offset`.  What v2's `offset` means is detected from data (`detect_reading`)
+and held by an `OffsetReading`, which never settles an answer the data could
+not decide.
 
 End rule (SPEC: `count` is not promised exact or stable, pages may be short
 before the end):
@@ -22,13 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from syncd.models import OffsetMode, Source
-
-V1_ENDPOINT = "/api/v1/run/list"
-V2_ENDPOINT = "/api/v2/worker-runs"
-V2_MAX_LIMIT = 100  # documented: "limit is capped at 100 on list and result endpoints"
-
-ENDPOINTS: dict[Source, str] = {Source.V1: V1_ENDPOINT, Source.V2: V2_ENDPOINT}
+from syncd.models import OffsetMode
 
 
 def is_last_page(n_items: int, *, page_size: int, count: int | None, seen: int) -> bool:
@@ -50,16 +45,6 @@ def v2_offset(page_number: int, limit: int, mode: OffsetMode) -> int:
     if mode is OffsetMode.PAGES1:
         return page_number + 1
     raise ValueError("OffsetMode.AUTO has no offset; detect the reading first")
-
-
-def page_params(
-    source: Source, page_number: int, page_size: int, mode: OffsetMode
-) -> dict[str, int]:
-    """The paging parameters of 0-based page `page_number` (v2: `page_size` is capped)."""
-    if source is Source.V1:
-        return {"page_index": page_number + 1, "page_size": page_size}
-    limit = min(page_size, V2_MAX_LIMIT)
-    return {"offset": v2_offset(page_number, limit, mode), "limit": limit}
 
 
 # -- detecting the reading ------------------------------------------------------

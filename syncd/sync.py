@@ -35,6 +35,7 @@ import structlog
 from syncd import metrics
 from syncd.client import CoreClawClient
 from syncd.config import Settings
+from syncd.endpoints import ENDPOINTS
 from syncd.errors import PagingError, SyncdError
 from syncd.fullscan import CHECKPOINT_KIND, FullScan
 from syncd.models import TERMINAL_STATUSES, Page, Run, Source, StoreResult
@@ -46,9 +47,6 @@ from syncd.storage import InFlightRun, PageProgress, Store
 log = structlog.get_logger("syncd.sync")
 
 SHORT_PAGE_REFETCHES = 2
-# The status filter to ask each endpoint for, per stored in-flight status.
-V1_FILTER = {"ready": 1, "running": 2, "aborting": 2}
-V2_FILTER = {"ready": "ready", "running": "running", "aborting": "aborting"}
 
 
 class CycleKind(StrEnum):
@@ -191,7 +189,8 @@ class StreamSync:
         self.store = store
         self.settings = settings
         self.now = now
-        self.page_size = settings.page_size_v1 if stream is Source.V1 else settings.page_size_v2
+        self.endpoint = ENDPOINTS[stream]
+        self.page_size = settings.page_size(stream)
         # Called after every stored batch of a full scan (the CLI draws a progress bar).
         self.on_progress: Callable[[Progress], None] | None = None
         self._warned_order = False
@@ -362,7 +361,7 @@ class StreamSync:
         else:
             raise PagingError(
                 f"head scan did not end within {self.settings.max_pages} pages",
-                endpoint=self.stream.value,
+                endpoint=self.endpoint.path,
             )
         if not head.newest_first and not self._warned_order:
             self._warned_order = True
@@ -395,7 +394,7 @@ class StreamSync:
         self, report: CycleReport, pending: list[InFlightRun]
     ) -> set[str]:
         """Page each needed status-filtered list; return the slugs listed under their old status."""
-        table: dict[str, Any] = V1_FILTER if self.stream is Source.V1 else V2_FILTER
+        table = self.endpoint.status_filter
         wanted = {r.slug: table[r.status] for r in pending}
         listed: set[str] = set()
         for value in sorted(set(wanted.values()), key=str):
@@ -408,7 +407,7 @@ class StreamSync:
     async def _scan_workers(self, report: CycleReport, missing: list[InFlightRun]) -> set[str]:
         """Find runs that left their status list by paging their worker's runs, newest first,
         down to the oldest of them."""
-        key = "scraper_slug" if self.stream is Source.V1 else "worker_id"
+        key = self.endpoint.worker_filter
         found: set[str] = set()
         by_worker: dict[str, list[InFlightRun]] = {}
         for run in missing:
@@ -441,7 +440,7 @@ class StreamSync:
                 return
         raise PagingError(
             f"filtered list {filters} did not end within {self.settings.max_pages} pages",
-            endpoint=self.stream.value,
+            endpoint=self.endpoint.path,
         )
 
 

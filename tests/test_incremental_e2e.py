@@ -327,24 +327,24 @@ async def test_backfill_under_churn_skips_no_run(
         stream_syncs(settings_for(url, db_url, page_size_v1=20), store, [Source.V1]) as syncs,
     ):
         client = syncs[Source.V1].client
-        list_v1 = client.list_v1
+        fetch_page = client.fetch_page
         page_3_answered = asyncio.Event()
-        held_back: list[dict[str, Any]] = []
+        held_back: list[int] = []
 
-        async def page_2_answered_late(**kwargs: Any) -> Any:
-            # As when page 2 meets a 429 and is retried after pages 3-5 went through.
-            if kwargs["page_index"] == 2 and not held_back:
-                held_back.append(kwargs)
+        async def page_2_answered_late(source: Source, number: int, *args: Any, **kw: Any) -> Any:
+            # As when page 2 (0-based 1) meets a 429 and is retried after pages 3-5 went through.
+            if number == 1 and not held_back:
+                held_back.append(number)
                 await asyncio.wait_for(page_3_answered.wait(), 10)
                 api.tick()  # meanwhile two runs start at the head
-            page = await list_v1(**kwargs)
-            if kwargs["page_index"] == 3:
+            page = await fetch_page(source, number, *args, **kw)
+            if number == 2:
                 page_3_answered.set()
             return page
 
-        monkeypatch.setattr(client, "list_v1", page_2_answered_late)
+        monkeypatch.setattr(client, "fetch_page", page_2_answered_late)
         (backfill,) = (await cycle(syncs)).values()
-        monkeypatch.setattr(client, "list_v1", list_v1)
+        monkeypatch.setattr(client, "fetch_page", fetch_page)
         assert backfill.kind is CycleKind.BACKFILL and backfill.completed
         assert page_3_answered.is_set()
         (incremental,) = (await cycle(syncs)).values()

@@ -1,16 +1,15 @@
-"""Pure paging rules: request parameters, the end rule, detecting v2's offset reading."""
+"""Pure paging rules: the end rule, v2's offset, detecting its reading (params: test_endpoints)."""
 
 from __future__ import annotations
 
 import pytest
 
-from syncd.models import OffsetMode, Source
+from syncd.models import OffsetMode
 from syncd.pagination import (
     Detection,
     OffsetReading,
     detect_reading,
     is_last_page,
-    page_params,
     readings_fitting,
     v2_offset,
 )
@@ -62,27 +61,6 @@ def test_end_rule(n_items: int, count: int | None, seen: int, last: bool) -> Non
 def test_walk_ends(sizes: list[int], counts: list[int | None], expected_pages: list[int]) -> None:
     """A whole walk requests exactly the pages the end rule allows."""
     assert walk(10, sizes, counts) == expected_pages
-
-
-@pytest.mark.parametrize(
-    ("source", "number", "size", "mode", "params"),
-    [
-        (Source.V1, 0, 50, ITEMS, {"page_index": 1, "page_size": 50}),
-        (Source.V1, 4, 50, PAGES1, {"page_index": 5, "page_size": 50}),  # v1 ignores the reading
-        (Source.V2, 0, 20, ITEMS, {"offset": 0, "limit": 20}),
-        (Source.V2, 3, 20, ITEMS, {"offset": 60, "limit": 20}),
-        (Source.V2, 0, 20, PAGES0, {"offset": 0, "limit": 20}),
-        (Source.V2, 3, 20, PAGES0, {"offset": 3, "limit": 20}),
-        (Source.V2, 0, 20, PAGES1, {"offset": 1, "limit": 20}),
-        (Source.V2, 3, 20, PAGES1, {"offset": 4, "limit": 20}),
-        (Source.V2, 2, 500, ITEMS, {"offset": 200, "limit": 100}),  # v2's limit is capped at 100
-    ],
-)
-def test_page_params(
-    source: Source, number: int, size: int, mode: OffsetMode, params: dict[str, int]
-) -> None:
-    """A 0-based page number becomes v1's 1-based page_index or v2's offset under each reading."""
-    assert page_params(source, number, size, mode) == params
 
 
 def test_v2_offset_refuses_auto() -> None:
