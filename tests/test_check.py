@@ -16,7 +16,8 @@ from syncd.check import EXIT_AUTH, EXIT_CONFIG, EXIT_OK, CheckReport, Finding, r
 from syncd.config import Settings, load_settings
 from syncd.database import head_revision
 from syncd.fakeapi import FakeApi, FakeApiConfig, start_fake_api
-from tests.processes import env_for, run_syncd
+from tests.support.processes import env_for, run_syncd
+from tests.support.settings import settings_for as support_settings
 
 KEY = "check-secret-key-0123"
 
@@ -30,11 +31,7 @@ async def fake(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FakeApi, s
 
 
 def settings_for(url: str, db_url: str | None, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"api_url": url, "api_key": SecretStr(KEY), "http_port": 0}
-    if db_url is not None:
-        values["database_url"] = SecretStr(db_url)
-    values.update(overrides)
-    return load_settings(**values)
+    return support_settings(url, db_url, KEY, **overrides)
 
 
 def finding(report: CheckReport, name: str) -> Finding:

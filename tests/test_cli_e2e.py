@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests import processes
-from tests.e2e_helpers import diff, expected_rows, stored_rows
-from tests.processes import SYNCD, env_for, get_json, run_syncd
+from tests.support.processes import SYNCD, env_for, get_json, run_syncd
+from tests.support.simulator import simulator_process
+from tests.support.truth import diff, expected_rows, stored_rows
 
 KEY = "cli-e2e-key-0123456789"
 
@@ -27,7 +27,7 @@ KEY = "cli-e2e-key-0123456789"
 @pytest.fixture
 async def fake_api_process() -> AsyncIterator[str]:
     """`syncd fake-api` on a free 127.0.0.1 port; yields its base URL."""
-    async with processes.fake_api_process(KEY, "--runs", "260", "--offset-mode", "pages") as url:
+    async with simulator_process(KEY, "--runs", "260", "--offset-mode", "pages") as url:
         yield url
 
 

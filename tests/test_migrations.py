@@ -44,7 +44,8 @@ def _columns(conn: Connection) -> dict[str, set[str]]:
 
 
 def _indexes(conn: Connection) -> dict[str, list[str]]:
-    return {i["name"]: i["column_names"] for i in inspect(conn).get_indexes("runs")}
+    indexes = inspect(conn).get_indexes("runs")
+    return {str(i["name"]): [str(c) for c in i["column_names"]] for i in indexes}
 
 
 async def test_upgrade_creates_the_contract(bare_engine: AsyncEngine) -> None:

@@ -42,7 +42,8 @@ from syncd.models import Source
 from syncd.storage import Store, StreamLease
 from syncd.sync import StreamSync
 from syncd.web import create_app, seed_metrics_from_state
-from tests.processes import SYNCD, env_for, fake_api_process, stop_process
+from tests.support.processes import SYNCD, env_for, stop_process
+from tests.support.simulator import simulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "syncd-alerts.yml"
@@ -478,7 +479,7 @@ async def test_rules_and_dashboard_use_what_a_live_syncd_exports(
     a real Prometheus scraping it answers every dashboard query with data, loads the
     rules healthy, and fires none of them while syncd is fine."""
     async with (
-        fake_api_process(KEY, "--runs", "200") as api_url,
+        simulator_process(KEY, "--runs", "200") as api_url,
         running_syncd(api_url, db_url, tmp_path) as syncd,
     ):
         samples = await syncd.wait_until_both_streams_synced()
@@ -522,7 +523,7 @@ async def test_stale_stream_alert_fires_once_upstream_answers_401(
     rejects the key, syncd exits 3, its series vanish and SyncdStreamStale fires for
     both streams (through absent(), as for any replica that is gone)."""
     async with (
-        fake_api_process(KEY, "--runs", "100") as api_url,
+        simulator_process(KEY, "--runs", "100") as api_url,
         running_syncd(api_url, db_url, tmp_path) as syncd,
     ):
         await syncd.wait_until_both_streams_synced()

@@ -224,7 +224,7 @@ def test_fast_path_agrees_with_careful_path(
     if fast is not None:
         assert careful.reject is None
         assert fast == careful.run
-        assert [type(a) for a in fast] == [type(b) for b in careful.run]  # type: ignore[union-attr]
+        assert [type(a) for a in fast] == [type(b) for b in careful.run]
 
 
 def test_fast_path_takes_the_vendor_examples() -> None:

@@ -15,14 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.client import CoreClawClient
 from syncd.fakeapi import FakeApiConfig, start_fake_api
+from syncd.fakeapi import OffsetMode as Reading
 from syncd.models import OffsetMode, Source
 from syncd.progress import Progress
 from syncd.storage import Store
 from syncd.sync import StreamSync
-from tests.e2e_helpers import diff, expected_rows, stored_rows
+from tests.support.truth import diff, expected_rows, stored_rows
 from tests.test_sync_e2e import KEY, settings_for
 
-READINGS = ["items", "pages0", "pages1"]
+READINGS: list[Reading] = ["items", "pages0", "pages1"]
 
 
 def v2_offsets(api_requests: list[object]) -> list[int]:
@@ -32,7 +33,7 @@ def v2_offsets(api_requests: list[object]) -> list[int]:
 @pytest.mark.parametrize("runs", [0, 2, 150, 5000])
 @pytest.mark.parametrize("reading", READINGS)
 async def test_a_cold_start_stores_every_run_under_each_reading(
-    reading: str, runs: int, db_url: str, store: Store, engine: AsyncEngine
+    reading: Reading, runs: int, db_url: str, store: Store, engine: AsyncEngine
 ) -> None:
     """A first v2 sync with offset detection on stores exactly the simulator's runs."""
     api, runner, url = await start_fake_api(
@@ -54,7 +55,7 @@ async def test_a_cold_start_stores_every_run_under_each_reading(
 
 @pytest.mark.parametrize("reading", READINGS)
 async def test_a_checkpoint_resumes_under_a_fresh_detection(
-    reading: str, db_url: str, store: Store, engine: AsyncEngine
+    reading: Reading, db_url: str, store: Store, engine: AsyncEngine
 ) -> None:
     """A backfill stopped after its first batch resumes, in a new client that detects the
     reading again, at the checkpoint's page, and ends with every run stored."""
@@ -84,6 +85,7 @@ async def test_a_checkpoint_resumes_under_a_fresh_detection(
     assert diff(expected_rows(api.truth(), "v2"), await stored_rows(engine)) == []
     # The resumed pass asked for its first page under the server's reading of `offset`.
     page = resumed.resumed_from_page
+    assert page is not None
     expected_offset = {"items": page * 20, "pages0": page, "pages1": page + 1}[reading]
     limit_20 = [r for r in api.requests[before:] if r.params.get("limit") == "20"]
     assert int(limit_20[0].params["offset"]) == expected_offset
@@ -93,7 +95,7 @@ async def test_a_checkpoint_resumes_under_a_fresh_detection(
 @pytest.mark.parametrize("initial", [1, 2])
 @pytest.mark.parametrize("reading", READINGS)
 async def test_an_account_that_grows_is_followed_under_each_reading(
-    reading: str, initial: int, echo: bool, db_url: str, store: Store, engine: AsyncEngine
+    reading: Reading, initial: int, echo: bool, db_url: str, store: Store, engine: AsyncEngine
 ) -> None:
     """Cycle after cycle on one client, as the daemon runs them, while the account grows from
     `initial` runs to 300: every run ends up stored (a reading one run could not decide is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -79,7 +80,9 @@ async def test_backfill_reports_progress_to_logs_callback_and_metrics(
                 await syncer.run_cycle()
     finally:
         await runner.cleanup()
-    progress_logs: list[dict[str, Any]] = [e for e in logs if e["event"] == "backfill_progress"]
+    progress_logs: list[MutableMapping[str, Any]] = [
+        e for e in logs if e["event"] == "backfill_progress"
+    ]
     assert progress_logs and progress_logs[0]["total"] == 900
     assert seen[-1] == (900, 900, True)
     assert [done for done, _, _ in seen] == sorted(done for done, _, _ in seen)

@@ -112,7 +112,7 @@ async def test_sync_once_skips_a_stream_another_process_holds(
     db_url: str, engine: AsyncEngine
 ) -> None:
     """`syncd sync --once` next to a running daemon does not double-poll: it says so, exit 1."""
-    from tests.processes import env_for, run_syncd
+    from tests.support.processes import env_for, run_syncd
 
     api, runner, url = await start_fake_api(FakeApiConfig(runs=50, api_key=KEY))
     lease = StreamLease(engine)

@@ -41,7 +41,7 @@ from syncd.models import OffsetMode, Source
 from syncd.storage import Store
 from syncd.sync import StreamSync
 from syncd.web import create_app
-from tests.processes import env_for, run_syncd
+from tests.support.processes import env_for, run_syncd
 
 # Both secrets hold characters that URL encoding changes, so an encoded leak is caught too.
 KEY = "sk-Sec+Key/9876=zz"
@@ -547,7 +547,9 @@ async def test_hostile_upstream_strings_are_stored_verbatim(
     assert await table_names(engine) == tables_before
     async with engine.connect() as conn:
         stored = {r.slug: r for r in await conn.execute(text("SELECT * FROM runs"))}
-        titles = dict((await conn.execute(text("SELECT slug, title FROM workers"))).all())
+        titles: dict[str, str] = dict(
+            (await conn.execute(text("SELECT slug, title FROM workers"))).all()
+        )
         history = set((await conn.scalars(text("SELECT run_slug FROM run_status_history"))).all())
         reject = (await conn.execute(text("SELECT reason, raw FROM sync_rejects"))).all()
     for h in HOSTILE:

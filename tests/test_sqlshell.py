@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.sqlshell import bundled_psql, libpq_env, render_csv, render_table
-from tests.processes import env_for, run_syncd
+from tests.support.processes import env_for, run_syncd
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import _admin, database_url
-from tests.processes import SYNCD, env_for, run_syncd
+from tests.support.postgres import admin, database_url
+from tests.support.processes import SYNCD, env_for, run_syncd
 
 EXIT_FAILED, EXIT_CONFIG = 1, 2
 
@@ -111,15 +111,15 @@ async def role_without_rights(pg_server_url: str) -> AsyncIterator[str]:
     """A login role and an empty database it may connect to but create nothing in."""
     suffix = uuid.uuid4().hex[:8]
     role, name = f"reader_{suffix}", f"t_norights_{suffix}"
-    await _admin(
+    await admin(
         pg_server_url,
         f"CREATE ROLE {role} LOGIN",
         f'CREATE DATABASE "{name}"',
     )
-    await _admin(database_url(pg_server_url, name), "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    await admin(database_url(pg_server_url, name), "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
     url = make_url(database_url(pg_server_url, name)).set(username=role)
     yield url.render_as_string(hide_password=False)
-    await _admin(
+    await admin(
         pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f"DROP ROLE {role}"
     )
 

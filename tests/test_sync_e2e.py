@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import SecretStr
@@ -12,13 +12,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from syncd.client import CoreClawClient
-from syncd.config import Settings, load_settings
+from syncd.config import Settings
 from syncd.errors import AuthError
 from syncd.fakeapi import FakeApi, FakeApiConfig, start_fake_api
 from syncd.models import OffsetMode, Source
 from syncd.storage import Store
 from syncd.sync import StreamSync
-from tests.e2e_helpers import diff, expected_rows, stored_rows
+from tests.support.cycles import sync_streams
+from tests.support.settings import settings_for as support_settings
+from tests.support.truth import diff, expected_rows, stored_rows
 
 KEY = "e2e-secret-key"
 
@@ -32,27 +34,9 @@ async def fake(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FakeApi, s
 
 
 def settings_for(url: str, db_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "api_url": url,
-        "api_key": SecretStr(KEY),
-        "database_url": SecretStr(db_url),
-        "page_size_v1": 40,
-        "page_size_v2": 50,
-        "max_retries": 3,
-        "http_port": 0,
-        "max_requests_per_s": 200.0,
-        "initial_requests_per_s": 100.0,
-    }
-    values.update(overrides)
-    return load_settings(**values)
-
-
-async def sync_streams(
-    settings: Settings, store: Store, streams: list[Source], **kw: Any
-) -> list[Any]:
-    async with CoreClawClient(settings) as client:
-        syncers = [StreamSync(s, client, store, settings) for s in streams]
-        return list(await asyncio.gather(*(s.run_cycle(**kw) for s in syncers)))
+    values = {"page_size_v1": 40, "page_size_v2": 50, "max_retries": 3,
+              "max_requests_per_s": 200.0, "initial_requests_per_s": 100.0}  # fmt: skip
+    return support_settings(url, db_url, KEY, **{**values, **overrides})
 
 
 async def test_both_streams_concurrently_equal_truth(
@@ -69,7 +53,7 @@ async def test_both_streams_concurrently_equal_truth(
 
 @pytest.mark.parametrize("mode", ["items", "pages"])
 async def test_v2_offset_meaning_is_detected(
-    mode: str, db_url: str, store: Store, engine: AsyncEngine
+    mode: Literal["items", "pages"], db_url: str, store: Store, engine: AsyncEngine
 ) -> None:
     """Whichever meaning the server gives `offset`, v2 alone syncs every run exactly once."""
     api, runner, url = await start_fake_api(FakeApiConfig(runs=180, api_key=KEY, offset_mode=mode))
