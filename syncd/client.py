@@ -34,7 +34,7 @@ from yarl import URL
 from syncd import metrics
 from syncd.backoff import retry_wait_s
 from syncd.config import AuthMode, Settings
-from syncd.endpoints import ENDPOINTS, Endpoint, FilterValue
+from syncd.endpoints import ENDPOINTS, V1_RUN_LIST, V2_WORKER_RUNS, Endpoint, FilterValue
 from syncd.envelope import (
     Answer,
     Retryable,
@@ -60,8 +60,6 @@ from syncd.quotascope import QuotaScope
 from syncd.ratelimit import Monotonic, RateLimiter, Sleep, Ticket
 
 log = structlog.get_logger(__name__)
-
-V1, V2 = ENDPOINTS[Source.V1], ENDPOINTS[Source.V2]
 
 USER_AGENT = "syncd/0.1.0"
 BACKOFF_BASE_S = 1.0
@@ -166,11 +164,11 @@ class CoreClawClient:
         status: str | None = None,
     ) -> Page:
         """One page of `GET /api/v2/worker-runs`."""
-        cap = V2.max_page_size
+        cap = V2_WORKER_RUNS.max_page_size
         if not 1 <= limit <= cap:
             raise ValueError(f"limit must be 1-{cap}")
         params = {"offset": offset, "limit": limit, "worker_id": worker_id, "status": status}
-        return await self._list(V2, params)
+        return await self._list(V2_WORKER_RUNS, params)
 
     async def list_v1(
         self,
@@ -183,7 +181,7 @@ class CoreClawClient:
         """One page of `POST /api/v1/run/list`."""
         params = {"page_index": page_index, "page_size": page_size, "status": status,
                   "scraper_slug": scraper_slug}  # fmt: skip
-        return await self._list(V1, params)
+        return await self._list(V1_RUN_LIST, params)
 
     async def fetch_page(
         self, source: Source, page_number: int, page_size: int, **filters: FilterValue
@@ -242,7 +240,7 @@ class CoreClawClient:
                 "cannot tell what v2 `offset` means: the probe pages fit no reading"
                 f" ({self._detection.decided_by}); set SYNCD_V2_OFFSET_MODE"
                 " to items, pages0 or pages1",
-                endpoint=V2.path,
+                endpoint=V2_WORKER_RUNS.path,
             )
         return reading.mode
 

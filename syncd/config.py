@@ -24,13 +24,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from syncd.endpoints import ENDPOINTS
+from syncd.endpoints import ENDPOINTS, V1_RUN_LIST, V2_WORKER_RUNS
 from syncd.errors import ConfigError
 from syncd.models import OffsetMode, Source
 from syncd.ratelimit import RatePolicy
 
 DEFAULT_API_URL = "https://openapi.coreclaw.com"
-_V1_CAP, _V2_CAP = ENDPOINTS[Source.V1].max_page_size, ENDPOINTS[Source.V2].max_page_size
+_V1_CAP, _V2_CAP = V1_RUN_LIST.max_page_size, V2_WORKER_RUNS.max_page_size
 
 
 class AuthMode(StrEnum):

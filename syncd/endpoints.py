@@ -93,7 +93,7 @@ def _v2_encode(params: Mapping[str, FilterValue | None]) -> Request:
 V1_MAX_PAGE_SIZE = 1000  # undocumented; syncd asks for no more
 V2_MAX_LIMIT = 100  # documented: "limit is capped at 100 on list and result endpoints"
 
-V1 = Endpoint(
+V1_RUN_LIST = Endpoint(
     source=Source.V1,
     path="/api/v1/run/list",
     method="POST",
@@ -107,7 +107,7 @@ V1 = Endpoint(
     page_size_setting="page_size_v1",
     poll_interval_setting="poll_interval_v1_s",
 )
-V2 = Endpoint(
+V2_WORKER_RUNS = Endpoint(
     source=Source.V2,
     path="/api/v2/worker-runs",
     method="GET",
@@ -123,4 +123,6 @@ V2 = Endpoint(
     poll_interval_setting="poll_interval_v2_s",
 )
 
-ENDPOINTS: Mapping[Source, Endpoint] = MappingProxyType({Source.V1: V1, Source.V2: V2})
+ENDPOINTS: Mapping[Source, Endpoint] = MappingProxyType(
+    {Source.V1: V1_RUN_LIST, Source.V2: V2_WORKER_RUNS}
+)

@@ -55,9 +55,8 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from syncd.endpoints import ENDPOINTS
+from syncd.endpoints import V1_RUN_LIST, V2_WORKER_RUNS
 from syncd.fakedata import Api, Dataset, Listing, mix
-from syncd.models import Source
 
 SCENARIOS = frozenset({"churn", "ratelimit", "faults", "badrecords"})
 OffsetMode = Literal["items", "pages0", "pages1"]
@@ -228,8 +227,8 @@ class FakeApi:
         self.app = web.Application()
         self.app.add_routes(
             [
-                web.route(_V2.method, _V2.path, self._v2),
-                web.route(_V1.method, _V1.path, self._v1),
+                web.route(V2_WORKER_RUNS.method, V2_WORKER_RUNS.path, self._v2),
+                web.route(V1_RUN_LIST.method, V1_RUN_LIST.path, self._v1),
                 web.route("*", "/api/{tail:.*}", self._not_found),
                 web.get("/_fake/truth", self._truth_route),
                 web.post("/_fake/tick", self._tick_route),
@@ -562,7 +561,6 @@ class _Wire:
     rate_limited_200_code: int  # the app code of a rate limit sent with HTTP 200
 
 
-_V1, _V2 = ENDPOINTS[Source.V1], ENDPOINTS[Source.V2]
 _WIRE: dict[Api, _Wire] = {
     # Older v1 docs name 4290 for a rate limit; it arrives with HTTP 200 there.
     "v1": _Wire(FakeApi._parse_v1, FakeApi._v1_body, request_id=False, rate_limited_200_code=4290),
