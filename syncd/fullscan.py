@@ -8,6 +8,10 @@ transaction with a checkpoint naming the next page.  While PostgreSQL merges
 one batch, the next pages arrive, are decoded and normalised.  Pages answered out of order
 while runs arrive at the head are fetched again in order (`_in_order`), so no
 run slips between two pages.
+
+It drives the same fetch/store interface as the incremental cycle: a `Pager`
+for the endpoint's pages and a `BatchWriter` for the batches, both handed in
+by the cycle (sync.py), which never looks inside a scan, nor a scan inside it.
 """
 
 from __future__ import annotations
@@ -15,24 +19,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from syncd import memory, metrics
+from syncd.cycle import CycleReport, ScanCheckpoint
 from syncd.errors import PagingError, SyncdError
 from syncd.models import Page
 from syncd.normalize import Batch
-from syncd.pagination import is_last_page
+from syncd.pager import Pager
 from syncd.progress import Progress
+from syncd.writer import BatchWriter
 
-if TYPE_CHECKING:
-    from syncd.sync import CycleReport, StreamSync
+log = structlog.get_logger("syncd.fullscan")
 
-log = structlog.get_logger("syncd.sync")
-
-CHECKPOINT_KIND = "scan"
 ORDER_REFETCHES = 3
 PROGRESS_LOG_EVERY_S = 10.0
 
@@ -42,7 +45,7 @@ class _Handover:
     """A batch for the writer, with where the scan stood when it was gathered."""
 
     batch: Batch
-    checkpoint: dict[str, object]
+    checkpoint: ScanCheckpoint
     items_seen: int
     last_number: int
     count: int | None
@@ -52,12 +55,26 @@ class FullScan:
     """A whole-list pass: pages fetched ahead with bounded concurrency, stored in order."""
 
     def __init__(
-        self, sync: StreamSync, report: CycleReport, start: int, started: dt.datetime
+        self,
+        pager: Pager,
+        writer: BatchWriter,
+        report: CycleReport,
+        *,
+        start: int,
+        started: dt.datetime,
+        max_pages: int,
+        batch_rows: int,
+        on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
-        self.sync = sync
+        self.pager = pager
+        self.writer = writer
         self.report = report
         self.start = start
         self.started = started
+        self.max_pages = max_pages
+        self.batch_rows = batch_rows
+        self.on_progress = on_progress
+        self.stream = pager.stream.value
         self.pending: dict[int, asyncio.Task[tuple[int, Page]]] = {}
         self.answers = 0  # answer order: pages are numbered as their responses arrive
         self.previous: tuple[int, int | None] | None = None  # (answer no., count) of the last page
@@ -65,14 +82,14 @@ class FullScan:
         self.count_known = False
         self.last_count: int | None = None
         # Items before `start` are counted as if read, so the end rule can use `count`.
-        self.items_seen = start * sync.page_size
-        self.batch = Batch()
+        self.items_seen = start * pager.page_size
+        self.batch = writer.batch()
         self.last_number = start - 1
         # One batch being written and one waiting: enough to overlap, bounded in memory.
         self.to_write: asyncio.Queue[_Handover | None] = asyncio.Queue(maxsize=1)
-        self.writer: asyncio.Task[None] | None = None
+        self.write_task: asyncio.Task[None] | None = None
         self.progress = Progress(
-            sync.stream.value, time.monotonic(), start_items=self.items_seen, done=self.items_seen
+            self.stream, time.monotonic(), start_items=self.items_seen, done=self.items_seen
         )
 
     def _top_up(self, number: int) -> None:
@@ -81,13 +98,13 @@ class FullScan:
         As many as the controller lets fly, plus one queued so a freed place is
         taken at once: more would only wait, and be lost if the process dies.
         """
-        ahead = self.sync.client.window(self.sync.stream) + 1 if self.count_known else 1
-        limit = self.start + self.sync.settings.max_pages
+        ahead = self.pager.window() + 1 if self.count_known else 1
+        limit = self.start + self.max_pages
         if self.last_count is not None:
             # Up to the page holding the last item -- or, when count is a multiple of
             # the page size, the empty page after it that ends the list.  A list that
             # grows meanwhile is still followed, page by page.
-            limit = min(limit, max(self.last_count // self.sync.page_size + 1, number + 1))
+            limit = min(limit, max(self.last_count // self.pager.page_size + 1, number + 1))
         # Pages are consumed in order, so when `number` is not pending yet it is the
         # next to fetch and the pending set is empty: the loop below sends it.
         while len(self.pending) < ahead and self.next_to_fetch < limit:
@@ -97,7 +114,7 @@ class FullScan:
             self.next_to_fetch += 1
 
     async def _fetch(self, number: int) -> tuple[int, Page]:
-        page = await self.sync._fetch(self.report, number)
+        page = await self.pager.fetch(self.report, number)
         self.answers += 1
         return self.answers, page
 
@@ -117,7 +134,7 @@ class FullScan:
                 break
             log.info(
                 "page_refetched_in_order",
-                stream=self.sync.stream.value,
+                stream=self.stream,
                 page=number,
                 count=page.count,
                 previous_count=before_count,
@@ -127,13 +144,13 @@ class FullScan:
         return page
 
     async def run(self, stop: asyncio.Event | None) -> None:
-        self.writer = asyncio.ensure_future(self._write_batches())
+        self.write_task = asyncio.ensure_future(self._write_batches())
         try:
             await self._scan(stop)
         finally:
             await self._drain()
         if self.report.completed:  # the scan's pages and batches are garbage now
-            memory.release_free_heap(f"{self.report.kind.value} {self.sync.stream.value}")
+            memory.release_free_heap(f"{self.report.kind.value} {self.stream}")
 
     async def _scan(self, stop: asyncio.Event | None) -> None:
         number = self.start
@@ -143,8 +160,8 @@ class FullScan:
                 task = self.pending.pop(number, None)
                 if task is None:
                     raise PagingError(
-                        f"list did not end within {self.sync.settings.max_pages} pages",
-                        endpoint=self.sync.endpoint.path,
+                        f"list did not end within {self.max_pages} pages",
+                        endpoint=self.pager.endpoint.path,
                     )
                 answered, page = await task
                 page = await self._in_order(number, answered, page)
@@ -152,14 +169,9 @@ class FullScan:
                 self.last_count = page.count if page.count is not None else self.last_count
                 self.items_seen += len(page.items)
                 # Normalised here, while the writer waits on PostgreSQL for the last batch.
-                self.batch.add(page, self.sync.stream)
+                self.batch.add(page, self.pager.stream)
                 self.last_number = number
-                last = is_last_page(
-                    len(page.items),
-                    page_size=self.sync.page_size,
-                    count=page.count,
-                    seen=self.items_seen,
-                )
+                last = self.pager.is_last(page, seen=self.items_seen)
                 stopping = stop is not None and stop.is_set()
                 if last or stopping or self._should_flush(number + 1):
                     await self._flush()
@@ -170,9 +182,7 @@ class FullScan:
                     self._report_progress(page.count, self.items_seen, self.last_number)
                     return
                 if stopping:
-                    log.info(
-                        "cycle_interrupted", stream=self.sync.stream.value, next_page=number + 1
-                    )
+                    log.info("cycle_interrupted", stream=self.stream, next_page=number + 1)
                     return
                 number += 1
         except SyncdError:
@@ -182,7 +192,7 @@ class FullScan:
             raise
 
     def _should_flush(self, next_number: int) -> bool:
-        if self.batch.items >= self.sync.settings.backfill_batch_rows:
+        if self.batch.items >= self.batch_rows:
             return True
         if not self.to_write.empty():
             return False  # the writer has work queued: let this batch grow meanwhile
@@ -192,51 +202,50 @@ class FullScan:
 
     async def _flush(self) -> None:
         """Hand the batch to the writer (waits only while it is a batch behind)."""
-        batch, self.batch = self.batch, Batch()
-        checkpoint: dict[str, object] = {
-            "kind": CHECKPOINT_KIND,
-            "purpose": self.report.kind.value,
-            "next_page": self.last_number + 1,
-            "page_size": self.sync.page_size,
-            "cycle_started_at": self.started.isoformat(),
-        }
-        assert self.writer is not None
+        batch, self.batch = self.batch, self.writer.batch()
+        checkpoint = ScanCheckpoint(
+            purpose=self.report.kind,
+            next_page=self.last_number + 1,
+            page_size=self.pager.page_size,
+            cycle_started_at=self.started,
+        )
+        assert self.write_task is not None
         handover = _Handover(batch, checkpoint, self.items_seen, self.last_number, self.last_count)
         put = asyncio.ensure_future(self.to_write.put(handover))
         # A writer that failed takes no more batches: its error is the scan's.
-        await asyncio.wait({put, self.writer}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({put, self.write_task}, return_when=asyncio.FIRST_COMPLETED)
         if not put.done():
             put.cancel()
-        if self.writer.done():
-            self.writer.result()
+        if self.write_task.done():
+            self.write_task.result()
 
     async def _write_batches(self) -> None:
         while (item := await self.to_write.get()) is not None:
-            await self.sync._save(self.report, item.batch, item.checkpoint)
+            await self.writer.save(self.report, item.batch, item.checkpoint)
             self._report_progress(item.count, item.items_seen, item.last_number)
 
     async def _drain(self) -> None:
         """Wait until every batch handed over is stored; raise the writer's error if any."""
-        writer = self.writer
-        if writer is None:
+        task = self.write_task
+        if task is None:
             return
-        if not writer.done():
+        if not task.done():
             put = asyncio.ensure_future(self.to_write.put(None))
-            await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({put, task}, return_when=asyncio.FIRST_COMPLETED)
             if not put.done():
                 put.cancel()
-            await asyncio.wait({writer})
-        self.writer = None
-        writer.result()
+            await asyncio.wait({task})
+        self.write_task = None
+        task.result()
 
     def _report_progress(self, count: int | None, items_seen: int, last_number: int) -> None:
-        stream, now_s = self.sync.stream.value, time.monotonic()
+        stream, now_s = self.stream, time.monotonic()
         progress = self.progress
         progress.done, progress.pages = items_seen, last_number + 1
         progress.total = count if count is not None else progress.total
         metrics.BACKFILL_PAGES.labels(stream).set(progress.pages)
         if progress.total is not None:
-            total_pages = -(-progress.total // self.sync.page_size)
+            total_pages = -(-progress.total // self.pager.page_size)
             metrics.BACKFILL_TOTAL_PAGES.labels(stream).set(total_pages)
         if progress.due_for_log(now_s, PROGRESS_LOG_EVERY_S):
             eta = progress.eta_s(now_s)
@@ -244,14 +253,14 @@ class FullScan:
                      pages=progress.pages, rows=progress.done, total=progress.total,
                      rows_per_s=round(progress.rate(now_s)),
                      eta_s=None if eta is None else round(eta))  # fmt: skip
-        if self.sync.on_progress is not None:
-            self.sync.on_progress(progress)
+        if self.on_progress is not None:
+            self.on_progress(progress)
 
     async def cancel_pending(self) -> None:
         tasks: list[asyncio.Future[Any]] = [*self.pending.values()]
-        if self.writer is not None:  # a drain cut short by a second cancellation
-            tasks.append(self.writer)
-            self.writer = None
+        if self.write_task is not None:  # a drain cut short by a second cancellation
+            tasks.append(self.write_task)
+            self.write_task = None
         self.pending.clear()
         for task in tasks:
             task.cancel()

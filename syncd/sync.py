@@ -17,6 +17,12 @@ Lists are newest first, so runs arriving while we page only push older runs
 further down: they are re-read, never skipped (full scans: see fullscan.py).
 If a list turns out not to be newest first, the head scan does not stop early
 (and says so).
+
+Data flows one way: `StreamSync` chooses the kind, then drives a `Pager`
+(pager.py: the endpoint's pages through the client) and a `BatchWriter`
+(writer.py: normalise, store, checkpoint), itself or through a `FullScan`
+(fullscan.py), which gets the same two.  The checkpoint a scan leaves is a
+`ScanCheckpoint` (cycle.py), read back here.
 """
 
 from __future__ import annotations
@@ -27,98 +33,43 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
 
 import structlog
 
 from syncd import metrics
 from syncd.client import CoreClawClient
 from syncd.config import Settings
-from syncd.endpoints import ENDPOINTS
+from syncd.cycle import CycleKind, CycleReport, ScanCheckpoint
+from syncd.endpoints import ENDPOINTS, FilterValue
 from syncd.errors import PagingError, SyncdError
-from syncd.fullscan import CHECKPOINT_KIND, FullScan
-from syncd.models import TERMINAL_STATUSES, Page, Run, Source, StoreResult
-from syncd.normalize import Batch, split_page
-from syncd.pagination import is_last_page
+from syncd.fullscan import FullScan
+from syncd.models import TERMINAL_STATUSES, Run, Source
+from syncd.normalize import split_page
+from syncd.pager import Pager
 from syncd.progress import Progress
-from syncd.storage import InFlightRun, PageProgress, Store
+from syncd.storage import InFlightRun, Store
+from syncd.writer import BatchWriter
+
+# Re-exported: what callers of a cycle name (split_page: benchmarks and tests).
+__all__ = [
+    "CycleKind",
+    "CycleReport",
+    "HeadScanState",
+    "StreamSync",
+    "choose_kind",
+    "split_page",
+]
 
 log = structlog.get_logger("syncd.sync")
-
-SHORT_PAGE_REFETCHES = 2
-
-
-class CycleKind(StrEnum):
-    BACKFILL = "backfill"
-    INCREMENTAL = "incremental"
-    RECONCILE = "reconcile"
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclass(slots=True)
-class CycleReport:
-    """What one cycle did; `completed` is False when it was stopped part-way."""
-
-    stream: Source
-    kind: CycleKind = CycleKind.INCREMENTAL
-    pages: int = 0
-    requests: int = 0
-    result: StoreResult = field(default_factory=StoreResult)
-    resumed_from_page: int | None = None
-    refreshed: int = 0
-    vanished: int = 0
-    completed: bool = False
-    duration_s: float = 0.0
-
-    def as_log(self) -> dict[str, Any]:
-        r = self.result
-        return {
-            "stream": self.stream.value,
-            "kind": self.kind.value,
-            "pages": self.pages,
-            "requests": self.requests,
-            "seen": r.seen,
-            "inserted": r.inserted,
-            "updated": r.updated,
-            "rejected": r.rejected,
-            "refreshed": self.refreshed,
-            "vanished": self.vanished,
-            "completed": self.completed,
-            "resumed_from_page": self.resumed_from_page,
-            "duration_s": round(self.duration_s, 3),
-        }
-
-
-def looks_cut_short(page: Page, number: int, page_size: int) -> bool:
-    """Fewer items than asked for, yet `count` says this page should hold more (pure).
-
-    That includes the last full page of a list whose length is a multiple of
-    the page size: cut short there, the next page (empty) would end the list.
-    """
-    if len(page.items) >= page_size or page.count is None:
-        return False
-    return number * page_size + len(page.items) < page.count
-
-
-def resume_page(checkpoint: dict[str, Any] | None, page_size: int) -> int | None:
-    """The page to resume an interrupted scan from, in today's page size; None to start fresh."""
-    if not checkpoint or checkpoint.get("kind") != CHECKPOINT_KIND:
-        return None
-    next_page, old_size = checkpoint.get("next_page"), checkpoint.get("page_size")
-    if not isinstance(next_page, int) or not isinstance(old_size, int) or next_page <= 0:
-        return None
-    if old_size <= 0:
-        return None
-    # Round down: re-reading a few runs is harmless, skipping one is not.
-    return (next_page * old_size) // page_size
-
-
 def choose_kind(
-    state: dict[str, Any] | None,
+    last_full_scan_at: dt.datetime | None,
+    checkpoint: ScanCheckpoint | None,
     *,
     full: bool,
     now: dt.datetime,
@@ -126,19 +77,16 @@ def choose_kind(
     reconcile_hour_utc: int | None,
 ) -> CycleKind:
     """Which kind of cycle to run now (pure)."""
-    state = state or {}
-    last_full = state.get("last_full_scan_at")
     if full:  # asked for a pass from the top, whatever was saved
-        return CycleKind.BACKFILL if last_full is None else CycleKind.RECONCILE
-    checkpoint = state.get("checkpoint") or {}
-    if checkpoint.get("kind") == CHECKPOINT_KIND:
+        return CycleKind.BACKFILL if last_full_scan_at is None else CycleKind.RECONCILE
+    if checkpoint is not None:
         # An interrupted full scan is finished before anything else.
-        return CycleKind(checkpoint.get("purpose", CycleKind.BACKFILL.value))
-    if last_full is None:
+        return checkpoint.purpose
+    if last_full_scan_at is None:
         return CycleKind.BACKFILL
     if reconcile_interval_s <= 0:
         return CycleKind.INCREMENTAL
-    due = (now - last_full).total_seconds() >= reconcile_interval_s
+    due = (now - last_full_scan_at).total_seconds() >= reconcile_interval_s
     in_window = reconcile_hour_utc is None or now.hour == reconcile_hour_utc
     return CycleKind.RECONCILE if due and in_window else CycleKind.INCREMENTAL
 
@@ -173,7 +121,11 @@ class HeadScanState:
 
 
 class StreamSync:
-    """Runs cycles for one stream (v1 or v2)."""
+    """Runs cycles for one stream (v1 or v2).
+
+    `pager` and `writer` default to the endpoint's pages through `client` and
+    batches into `store`; the full scans it starts get the same two.
+    """
 
     def __init__(
         self,
@@ -183,6 +135,8 @@ class StreamSync:
         settings: Settings,
         *,
         now: Callable[[], dt.datetime] = utcnow,
+        pager: Pager | None = None,
+        writer: BatchWriter | None = None,
     ) -> None:
         self.stream = stream
         self.client = client
@@ -190,10 +144,15 @@ class StreamSync:
         self.settings = settings
         self.now = now
         self.endpoint = ENDPOINTS[stream]
-        self.page_size = settings.page_size(stream)
+        self.pager = pager or Pager(client, self.endpoint, settings.page_size(stream))
+        self.writer = writer or BatchWriter(store, stream)
         # Called after every stored batch of a full scan (the CLI draws a progress bar).
         self.on_progress: Callable[[Progress], None] | None = None
         self._warned_order = False
+
+    @property
+    def page_size(self) -> int:
+        return self.pager.page_size
 
     # -- the cycle -----------------------------------------------------------
 
@@ -202,9 +161,11 @@ class StreamSync:
     ) -> CycleReport:
         """Run one cycle of the kind that is due.  Raises SyncdError on failure."""
         started, clock = self.now(), time.monotonic()
-        state = await self.store.load_state(self.stream)
+        state = await self.store.load_state(self.stream) or {}
+        saved = ScanCheckpoint.from_json(state.get("checkpoint"))
         kind = choose_kind(
-            state,
+            state.get("last_full_scan_at"),
+            saved,
             full=full,
             now=started,
             reconcile_interval_s=self.settings.reconcile_interval_s,
@@ -217,8 +178,7 @@ class StreamSync:
             if kind is CycleKind.INCREMENTAL:
                 await self._incremental(report, started, stop)
             else:
-                saved = None if full else state and state.get("checkpoint")
-                start = resume_page(saved, self.page_size)
+                start = None if full or saved is None else saved.resume_page(self.page_size)
                 report.resumed_from_page = start or None
                 await self._full_scan(report, start or 0, started, stop)
                 if report.completed and start:
@@ -268,67 +228,21 @@ class StreamSync:
         except SyncdError as store_exc:  # the database may be the thing that failed
             log.error("cycle_failure_not_recorded", error=str(store_exc))
 
-    # -- fetching --------------------------------------------------------------
-
-    async def _fetch(self, report: CycleReport, number: int, **filters: Any) -> Page:
-        """One page; a page cut short although `count` says more follow is asked for again.
-
-        Upstream does not promise full pages before the end.  A short page is
-        usually a hiccup, and moving on would skip the runs it left out.
-        """
-        for _ in range(SHORT_PAGE_REFETCHES):
-            page = await self._fetch_once(report, number, **filters)
-            if not looks_cut_short(page, number, self.page_size):
-                return page
-            log.info(
-                "short_page_refetched",
-                stream=self.stream.value,
-                page=number,
-                items=len(page.items),
-                count=page.count,
-            )
-        return await self._fetch_once(report, number, **filters)
-
-    async def _fetch_once(self, report: CycleReport, number: int, **filters: Any) -> Page:
-        report.requests += 1
-        return await self.client.fetch_page(self.stream, number, self.page_size, **filters)
-
-    async def _store(
-        self,
-        report: CycleReport,
-        pages: list[Page],
-        checkpoint: dict[str, Any] | None = None,
-    ) -> StoreResult:
-        batch = Batch()
-        for page in pages:
-            batch.add(page, self.stream)
-        return await self._save(report, batch, checkpoint)
-
-    async def _save(
-        self, report: CycleReport, batch: Batch, checkpoint: dict[str, Any] | None = None
-    ) -> StoreResult:
-        """Store a batch of normalised pages in one transaction (with `checkpoint`, if any)."""
-        assert batch.observed_at is not None, "a batch holds at least one page"
-        result = await self.store.save_batch(
-            self.stream,
-            batch.runs,
-            batch.rejects,
-            observed_at=batch.observed_at,
-            progress=PageProgress(pages=batch.pages, checkpoint=checkpoint),
-            seen=batch.items,
-        )
-        report.pages += batch.pages
-        report.result.add(result)
-        for outcome in ("seen", "inserted", "updated", "rejected"):
-            metrics.ROWS.labels(self.stream.value, outcome).inc(getattr(result, outcome))
-        return result
-
     # -- full scans (backfill, reconcile) -----------------------------------
 
     async def _full_scan(
         self, report: CycleReport, start: int, started: dt.datetime, stop: asyncio.Event | None
     ) -> None:
-        scan = FullScan(self, report, start, started)
+        scan = FullScan(
+            self.pager,
+            self.writer,
+            report,
+            start=start,
+            started=started,
+            max_pages=self.settings.max_pages,
+            batch_rows=self.settings.backfill_batch_rows,
+            on_progress=self.on_progress,
+        )
         try:
             await scan.run(stop)
         finally:
@@ -349,14 +263,12 @@ class StreamSync:
         head = HeadScanState(overlap=self.settings.head_overlap)
         seen_items = 0
         for number in range(self.settings.max_pages):
-            page = await self._fetch(report, number)
-            result = await self._store(report, [page])
-            runs, _ = split_page(page, self.stream)
-            head.observe(runs, result.changed_slugs)
+            page = await self.pager.fetch(report, number)
+            batch = self.writer.batch([page])
+            result = await self.writer.save(report, batch)
+            head.observe(batch.runs, result.changed_slugs)
             seen_items += len(page.items)
-            if head.can_stop or is_last_page(
-                len(page.items), page_size=self.page_size, count=page.count, seen=seen_items
-            ):
+            if head.can_stop or self.pager.is_last(page, seen=seen_items):
                 break
         else:
             raise PagingError(
@@ -424,19 +336,17 @@ class StreamSync:
         return found
 
     async def _filtered_pages(
-        self, report: CycleReport, **filters: Any
+        self, report: CycleReport, **filters: FilterValue
     ) -> AsyncGenerator[list[Run], None]:
         """Yield the normalised runs of each page of a filtered list, storing every page."""
         seen_items = 0
         for number in range(self.settings.max_pages):
-            page = await self._fetch(report, number, **filters)
-            await self._store(report, [page])
-            runs, _ = split_page(page, self.stream)
-            yield runs
+            page = await self.pager.fetch(report, number, **filters)
+            batch = self.writer.batch([page])
+            await self.writer.save(report, batch)
+            yield batch.runs
             seen_items += len(page.items)
-            if is_last_page(
-                len(page.items), page_size=self.page_size, count=page.count, seen=seen_items
-            ):
+            if self.pager.is_last(page, seen=seen_items):
                 return
         raise PagingError(
             f"filtered list {filters} did not end within {self.settings.max_pages} pages",

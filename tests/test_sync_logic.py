@@ -1,4 +1,5 @@
-"""The pure parts of the sync cycle: which cycle to run, when a head scan may stop, resuming."""
+"""The pure parts of the sync cycle: which cycle to run, when a head scan may stop, resuming,
+the checkpoint's stored form, refetching pages cut short."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from syncd.models import Run, Source, Status
-from syncd.sync import CycleKind, HeadScanState, choose_kind, resume_page
+from syncd.cycle import ScanCheckpoint
+from syncd.models import Page, Run, Source, Status
+from syncd.pager import looks_cut_short
+from syncd.sync import CycleKind, HeadScanState, choose_kind
 
 NOW = dt.datetime(2026, 11, 23, 3, 30, tzinfo=dt.UTC)
 DAY = 86_400.0
@@ -45,14 +48,24 @@ def ago(hours: float) -> dt.datetime:
 )  # fmt: skip
 def test_choose_kind(state: Any, full: bool, hour: int | None, kind: CycleKind) -> None:
     """Backfill first, resume interrupted scans, reconcile when due (in its hour), else go on."""
-    got = choose_kind(state, full=full, now=NOW, reconcile_interval_s=DAY, reconcile_hour_utc=hour)
+    state = state or {}
+    checkpoint = ScanCheckpoint.from_json(state.get("checkpoint"))
+    got = choose_kind(
+        state.get("last_full_scan_at"),
+        checkpoint,
+        full=full,
+        now=NOW,
+        reconcile_interval_s=DAY,
+        reconcile_hour_utc=hour,
+    )
     assert got is kind
 
 
 def test_reconcile_interval_zero_never_reconciles() -> None:
     """SYNCD_RECONCILE_INTERVAL_S=0 turns periodic reconciliation off."""
-    state = {"last_full_scan_at": ago(24 * 365)}
-    got = choose_kind(state, full=False, now=NOW, reconcile_interval_s=0, reconcile_hour_utc=None)
+    got = choose_kind(
+        ago(24 * 365), None, full=False, now=NOW, reconcile_interval_s=0, reconcile_hour_utc=None
+    )
     assert got is CycleKind.INCREMENTAL
 
 
@@ -67,11 +80,63 @@ def test_reconcile_interval_zero_never_reconciles() -> None:
         ({"kind": "scan", "next_page": 0, "page_size": 100}, 100, None),
         ({"kind": "scan", "next_page": "x", "page_size": 100}, 100, None),
         ({"kind": "scan", "next_page": 5, "page_size": 0}, 100, None),
+        ({"kind": "scan", "next_page": True, "page_size": 100}, 100, None),
+        ({"kind": "scan"}, 100, None),
+        ("scan", 100, None),
     ],
 )
 def test_resume_page_never_skips(checkpoint: Any, page_size: int, page: int | None) -> None:
     """A checkpoint written with another page size resumes at or before the first unread run."""
-    assert resume_page(checkpoint, page_size) == page
+    saved = ScanCheckpoint.from_json(checkpoint)
+    assert (saved.resume_page(page_size) if saved is not None else None) == page
+
+
+STARTED = dt.datetime(2026, 11, 23, 3, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("stored", "checkpoint"),
+    [
+        # What syncd has always written: it must still read the same.
+        (
+            {"kind": "scan", "purpose": "backfill", "next_page": 12, "page_size": 100,
+             "cycle_started_at": "2026-11-23T03:30:00+00:00"},
+            ScanCheckpoint(CycleKind.BACKFILL, 12, 100, STARTED),
+        ),
+        (
+            {"kind": "scan", "purpose": "reconcile", "next_page": 3, "page_size": 20,
+             "cycle_started_at": "2026-11-23T03:30:00+00:00"},
+            ScanCheckpoint(CycleKind.RECONCILE, 3, 20, STARTED),
+        ),
+        # Partly unreadable: still an interrupted scan, resumed from the top.
+        ({"kind": "scan", "next_page": 7}, ScanCheckpoint(CycleKind.BACKFILL, 7, 0)),
+        (
+            {"kind": "scan", "purpose": "incremental", "next_page": "x", "cycle_started_at": 5},
+            ScanCheckpoint(CycleKind.BACKFILL, 0, 0),
+        ),
+        ({"kind": "other", "next_page": 3, "page_size": 20}, None),
+        (None, None),
+        ([1, 2], None),
+    ],
+)  # fmt: skip
+def test_checkpoint_from_stored_json(stored: Any, checkpoint: ScanCheckpoint | None) -> None:
+    """The one reader of sync_state.checkpoint: the stored shape, leniently."""
+    assert ScanCheckpoint.from_json(stored) == checkpoint
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    [
+        ScanCheckpoint(CycleKind.BACKFILL, 12, 100, STARTED),
+        ScanCheckpoint(CycleKind.RECONCILE, 1, 20, None),
+    ],
+)
+def test_checkpoint_round_trips_in_the_stored_shape(checkpoint: ScanCheckpoint) -> None:
+    """The one writer produces exactly the keys older versions wrote, and reads back equal."""
+    stored = checkpoint.to_json()
+    assert set(stored) == {"kind", "purpose", "next_page", "page_size", "cycle_started_at"}
+    assert stored["kind"] == "scan" and stored["purpose"] == checkpoint.purpose.value
+    assert ScanCheckpoint.from_json(stored) == checkpoint
 
 
 def run(slug: str, status: Status, minute: int) -> Run:
@@ -121,8 +186,5 @@ def test_head_scan_never_stops_early_on_a_list_that_is_not_newest_first() -> Non
 )
 def test_looks_cut_short(n_items: int, count: int | None, number: int, cut_short: bool) -> None:
     """A page is refetched only when `count` says it should have been fuller."""
-    from syncd.models import Page
-    from syncd.sync import looks_cut_short
-
     page = Page(items=[{}] * n_items, count=count)
     assert looks_cut_short(page, number, 100) is cut_short
