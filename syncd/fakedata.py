@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import random
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,6 +76,21 @@ _V1_FIELDS = (
     "version",
 )
 _V2_FIELDS = tuple(sorted(_V1_FIELDS))  # the v2 page prints its keys alphabetically
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How one endpoint spells a run: its keys in order, its status values."""
+
+    fields: tuple[str, ...]
+    status: Callable[[str], int | str]  # canonical status -> as this endpoint sends it
+    unknown_status: int | str  # a status value no reader knows ("badrecords")
+
+
+_SHAPES: dict[Api, _Shape] = {
+    "v1": _Shape(_V1_FIELDS, V1_STATUS.__getitem__, unknown_status=9),
+    "v2": _Shape(_V2_FIELDS, str, unknown_status="exploded"),
+}
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _MASK64 = (1 << 64) - 1
 _ERRORS = (
@@ -341,9 +356,10 @@ class Dataset:
 
     @staticmethod
     def _render(rec: dict[str, Any], api: Api) -> bytes:
-        if api == "v1":
-            rec = {**rec, "status": V1_STATUS[rec["status"]]}
-        return orjson.dumps({k: rec[k] for k in (_V1_FIELDS if api == "v1" else _V2_FIELDS)})
+        shape = _SHAPES[api]
+        sent = {k: rec[k] for k in shape.fields}
+        sent["status"] = shape.status(sent["status"])
+        return orjson.dumps(sent)
 
     def _fields(self, g: int) -> dict[str, Any]:
         h1, h2 = mix(self.seed, g, 1), mix(self.seed, g, 2)
@@ -406,13 +422,13 @@ class Dataset:
         anchor = self.static_count - 1 - (j * self.bad_every + self.bad_every - 1)
         rec = self._fields(anchor)
         rec["slug"] = "BAD" + ulid(mix(self.seed, j, 60), rand80(self.seed, j, 61))[3:]
-        if api == "v1":
-            rec["status"] = V1_STATUS[rec["status"]]
+        shape = _SHAPES[api]
+        rec["status"] = shape.status(rec["status"])
         kind = self.bad_kind(j)
         if kind == "missing_slug":
             del rec["slug"]
         elif kind == "unknown_status":
-            rec["status"] = 9 if api == "v1" else "exploded"
+            rec["status"] = shape.unknown_status
         elif kind == "usage_na":
             rec["usage"] = "n/a"
         elif kind == "string_timestamps":
