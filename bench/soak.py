@@ -3,7 +3,8 @@
     python -m bench.soak                          # static, then churn: 1.5 min each
     python -m bench.soak --minutes 10             # the figures worth quoting
     python -m bench.soak --scenarios churn --no-trim    # without the post-scan malloc_trim
-    python -m bench.soak --env MALLOC_ARENA_MAX=2       # glibc tuning, for comparison
+    python -m bench.soak --glibc-defaults               # without the image's malloc settings
+    python -m bench.soak --env MALLOC_ARENA_MAX=2       # more glibc tuning, for comparison
 
 For each scenario, the simulator (`syncd fake-api`, its own process on
 127.0.0.1) serves --runs runs: `static` (nothing changes) or `churn` (new runs
@@ -13,6 +14,8 @@ embedded PostgreSQL, with default settings except the API URL and key, the
 database URL, the HTTP port (127.0.0.1) and a --poll-interval-s poll interval
 on both streams (SYNCD_POLL_INTERVAL_V1/_V2): about 10 cycles a second per
 stream instead of one a minute.  Its log (INFO, JSON) goes to a temp file.
+The container image's glibc malloc settings (IMAGE_MALLOC_ENV, as the
+Dockerfile sets them) apply unless --glibc-defaults.
 
 Every --sample-s the bench reads, from the daemon's own /metrics:
 process_resident_memory_bytes and process_open_fds (prometheus_client's process
@@ -63,6 +66,8 @@ from tests.support.postgres import (
 from tests.support.processes import SYNCD, user_env
 
 TARGET_MB_PER_1K = 0.1
+# The Dockerfile's ENV: a fixed mmap threshold keeps large buffers out of the heap.
+IMAGE_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 SCENARIO_FLAGS = {"static": [], "churn": ["--scenario", "churn"]}
 # The daemon with release_free_heap() turned into a no-op (--no-trim), else unchanged.
 NO_TRIM = (
@@ -155,6 +160,8 @@ def start_daemon(api_url: str, db_url: str, port: int, args: argparse.Namespace,
     interval = str(args.poll_interval_s)
     env.update(SYNCD_HTTP_HOST="127.0.0.1", SYNCD_HTTP_PORT=str(port),
                SYNCD_POLL_INTERVAL_V1=interval, SYNCD_POLL_INTERVAL_V2=interval)  # fmt: skip
+    if not args.glibc_defaults:
+        env.update(IMAGE_MALLOC_ENV)
     env.update(dict(pair.split("=", 1) for pair in args.env))
     command = [sys.executable, "-c", NO_TRIM] if args.no_trim else [*SYNCD, "run"]
     return subprocess.Popen(command, env=env, stdout=log,
@@ -298,10 +305,11 @@ def fmt_mb(value: float | None) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
+    malloc = "glibc's default malloc settings" if args.glibc_defaults else "the image's malloc"
     extra = (" with " + " ".join(args.env)) if args.env else ""
     print(f"syncd run, poll interval {args.poll_interval_s} s, {args.runs:,} runs, "
-          f"{args.minutes} min per scenario{', no trim' if args.no_trim else ''}{extra}",
-          flush=True)  # fmt: skip
+          f"{args.minutes} min per scenario, {malloc}{', no trim' if args.no_trim else ''}"
+          f"{extra}", flush=True)  # fmt: skip
     configure_logging(fmt="console", level="WARNING")  # this process's own migrations
     soaks = []
     with embedded_postgres() as pg:
@@ -332,6 +340,8 @@ if __name__ == "__main__":
     parser.add_argument("--print-s", type=float, default=15.0)
     parser.add_argument("--no-trim", action="store_true",
                         help="disable the malloc_trim after full scans")  # fmt: skip
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="without the image's MALLOC_* variables")  # fmt: skip
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="more daemon environment, e.g. MALLOC_ARENA_MAX=2")  # fmt: skip
     asyncio.run(main(parser.parse_args()))
