@@ -100,7 +100,7 @@ from tests.support.cycles import sync_streams_errors
 from tests.support.postgres import EmbeddedPostgres, migrated_database
 from tests.support.processes import SyncdProcess, user_env
 from tests.support.settings import FAULT_TOLERANT, settings_for
-from tests.support.simulator import ThreadedSimulator
+from tests.support.simulator import ThreadedSimulator, rate_limited
 from tests.support.tables import table
 from tests.support.truth import differences
 
@@ -108,7 +108,6 @@ warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 KEY = "bench-faults-key-0123456789"
 LIST_PATHS = ("/api/v1/run/list", "/api/v2/worker-runs")
-RATE_LIMIT_CODES = (13000, 4290)
 USED_AS_IS = ("count_drift", "duplicates")  # HTTP 200 code 0, every item there: data
 
 # 1. hostile upstream
@@ -187,10 +186,6 @@ def answered(rec: RequestRecord) -> bool:
     """An answer syncd takes as the page: data, possibly with a drifting count or duplicates
     (a short page is asked for again when `count` says more follow)."""
     return rec.status == 200 and rec.code == 0 and rec.fault in (None, *USED_AS_IS)
-
-
-def rate_limited(rec: RequestRecord) -> bool:
-    return rec.status == 429 or rec.code in RATE_LIMIT_CODES
 
 
 def recovery(

@@ -123,7 +123,7 @@ from syncd.storage import Store
 from syncd.sync import CycleReport, StreamSync
 from tests.support.postgres import EmbeddedPostgres, migrated_database
 from tests.support.settings import UNLIMITED_RATE, settings_for
-from tests.support.simulator import serve
+from tests.support.simulator import accepted, rate_limited, serve
 from tests.support.tables import table
 from tests.support.truth import compare, expected_rows, stored_rows
 
@@ -132,7 +132,6 @@ KEY = "bench-key"
 STREAMS = [Source.V1, Source.V2]
 LIST_PATHS = ("/api/v1/run/list", "/api/v2/worker-runs")  # the limiter's lanes
 RATE_QUOTA = 10.0  # the simulator's token bucket in figure 4
-RATE_LIMIT_CODES = {13000, 4290}
 WAL_POS_SQL = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
 WRITTEN_TABLES = ("runs", "run_status_history", "workers", "sync_rejects")
 T0 = time.monotonic()
@@ -212,14 +211,6 @@ def kind_of(rec: RequestRecord, page_size: int = 100) -> str:
     if p.get("status") not in (None, 0):
         return "status"
     return "head"
-
-
-def is_limited(rec: RequestRecord) -> bool:
-    return rec.status == 429 or rec.code in RATE_LIMIT_CODES
-
-
-def is_accepted(rec: RequestRecord) -> bool:
-    return rec.status == 200 and rec.code == 0
 
 
 @dataclass
@@ -486,11 +477,11 @@ async def freshness(
 def rate_figures(recs: list[RequestRecord], window_s: float) -> dict[str, Any]:
     api_recs = [r for r in recs if stream_of(r) != "other"]
     total = len(api_recs)
-    accepted = sum(1 for r in api_recs if is_accepted(r))
-    limited = [r for r in api_recs if is_limited(r)]
+    n_accepted = sum(1 for r in api_recs if accepted(r))
+    limited = [r for r in api_recs if rate_limited(r)]
     early = [r for r in api_recs if r.early]
     # For each early request: the time since the most recent Retry-After 429 before it.
-    announced = [r.time for r in api_recs if is_limited(r) and r.retry_after is not None]
+    announced = [r.time for r in api_recs if rate_limited(r) and r.retry_after is not None]
     delays = []
     for r in early:
         prior = [t for t in announced if t < r.time]
@@ -498,15 +489,15 @@ def rate_figures(recs: list[RequestRecord], window_s: float) -> dict[str, Any]:
     return {
         "window_s": window_s,
         "requests": total,
-        "accepted": accepted,
-        "accepted_per_s": accepted / window_s if window_s else 0.0,
-        "share": accepted / window_s / RATE_QUOTA if window_s else 0.0,
+        "accepted": n_accepted,
+        "accepted_per_s": n_accepted / window_s if window_s else 0.0,
+        "share": n_accepted / window_s / RATE_QUOTA if window_s else 0.0,
         "limited": len(limited),
         "limited_share": len(limited) / total if total else 0.0,
         "limited_with_retry_after": sum(1 for r in limited if r.retry_after is not None),
         "early": len(early),
         "early_delays_ms": [round(d * 1000, 1) for d in delays],
-        "other_errors": total - accepted - len(limited),
+        "other_errors": total - n_accepted - len(limited),
     }
 
 
@@ -599,7 +590,7 @@ async def ratelimit_exactness(
             last = await cycle_both(syncers)
             exact = await exactness(api, engine)
             recs = api.requests
-    limited = sum(1 for r in recs if is_limited(r))
+    limited = sum(1 for r in recs if rate_limited(r))
     return {
         "exact": exact,
         "ticks": ticks,

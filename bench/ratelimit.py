@@ -42,10 +42,9 @@ import aiohttp
 import orjson
 
 from bench.backfill import KEY, simulator
+from syncd.envelope import RATE_LIMIT_CODES
 from tests.support.postgres import embedded_postgres, migrated_database
 from tests.support.processes import SYNCD, user_env
-
-RATE_LIMIT_CODES = {13000, 4290}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@
   `syncd` command to sync from (read it over HTTP: ``/_fake/truth``,
   ``/_fake/requests``).
 
-Everything binds to 127.0.0.1 and is stopped when the block ends.
+Everything binds to 127.0.0.1 and is stopped when the block ends.  `accepted`
+and `rate_limited` read its request log.
 """
 
 from __future__ import annotations
@@ -21,10 +22,21 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from syncd.envelope import RATE_LIMIT_CODES
 from syncd.fakeapi import FakeApi, FakeApiConfig, RequestRecord, start_fake_api
 from tests.support.processes import SYNCD, clean_env, stop_process
 
 T = TypeVar("T")
+
+
+def accepted(rec: RequestRecord) -> bool:
+    """Answered with data: HTTP 200 and app code 0."""
+    return rec.status == 200 and rec.code == 0
+
+
+def rate_limited(rec: RequestRecord) -> bool:
+    """Told to slow down: HTTP 429, or app code 13000 / 4290 with any status."""
+    return rec.status == 429 or rec.code in RATE_LIMIT_CODES
 
 
 @contextlib.asynccontextmanager
