@@ -12,7 +12,7 @@ import inspect
 import re
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -766,7 +766,7 @@ async def test_fetch_page_filters_reach_the_query(
 # -- offset-mode detection -------------------------------------------------------
 
 
-def detections(logs: list[dict[str, Any]]) -> list[tuple[str | None, str, bool]]:
+def detections(logs: Sequence[Mapping[str, Any]]) -> list[tuple[str | None, str, bool]]:
     return [
         (e["mode"], e["decided_by"], e["settled"])
         for e in logs
