@@ -170,7 +170,9 @@ async def baseline(api_url: str, db_url: str, runs: int) -> dict[str, Any]:
             for source in (Source.V1, Source.V2):
                 async for items in fetch_pages(http, api_url, source, runs):
                     requests += 1
-                    page_runs, _ = split_page(Page(items=items, count=None), source)
+                    page_runs, _ = split_page(
+                        Page(items=items, count=None, fetched_at=dt.datetime.now(dt.UTC)), source
+                    )
                     if not page_runs:
                         continue
                     async with conn.transaction():
@@ -189,7 +191,9 @@ async def ceiling(api_url: str, db_url: str, runs: int) -> dict[str, Any]:
         for source in (Source.V1, Source.V2):
             batch: list[Run] = []
             async for items in fetch_pages(http, api_url, source, runs):
-                batch += split_page(Page(items=items, count=None), source)[0]
+                batch += split_page(
+                    Page(items=items, count=None, fetched_at=dt.datetime.now(dt.UTC)), source
+                )[0]
                 if len(batch) >= 2000:
                     batches.append(batch)
                     batch = []

@@ -20,9 +20,11 @@ import structlog
 from pydantic import SecretStr
 
 from syncd.client import CoreClawClient
+from syncd.clock import SYSTEM_CLOCK, Clock
 from syncd.config import Settings
 from syncd.daemon import Daemon
 from syncd.database import Database, migrate, open_database
+from syncd.endpoints import ENDPOINTS
 from syncd.errors import ConfigError
 from syncd.models import Source
 from syncd.storage import Store, StreamLease
@@ -38,7 +40,7 @@ DEMO_POLL_INTERVAL_S = 5.0
 
 
 def all_streams(choice: str | None = None) -> list[Source]:
-    return [Source(choice)] if choice else [Source.V1, Source.V2]
+    return [Source(choice)] if choice else list(ENDPOINTS)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Services:
     db: Database
     store: Store
     client: CoreClawClient
+    clock: Clock
 
 
 def is_demo(settings: Settings) -> bool:
@@ -81,16 +84,23 @@ async def demo_upstream(settings: Settings, runs: int = 500) -> AsyncIterator[Se
 
 
 @asynccontextmanager
-async def open_services(settings: Settings, *, migrate_first: bool) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, *, migrate_first: bool, clock: Clock = SYSTEM_CLOCK
+) -> AsyncIterator[Services]:
+    """Database (migrated if asked), client and store, all on one clock."""
     async with open_database(settings) as db:
         if migrate_first:
             await migrate(db.engine)
-        async with CoreClawClient(settings) as client:
-            yield Services(settings, db, Store(db.engine, retry_s=settings.db_retry_s), client)
+        store = Store(db.engine, retry_s=settings.db_retry_s, clock=clock)
+        async with CoreClawClient(settings, clock=clock) as client:
+            yield Services(settings, db, store, client, clock)
 
 
 def syncers_for(services: Services, streams: list[Source]) -> list[StreamSync]:
-    return [StreamSync(s, services.client, services.store, services.settings) for s in streams]
+    return [
+        StreamSync(s, services.client, services.store, services.settings, clock=services.clock)
+        for s in streams
+    ]
 
 
 def stop_on_signals(stop: Callable[[], None]) -> None:
@@ -139,6 +149,7 @@ async def serve(
             settings,
             streams,
             on_run_finished=lambda slug: daemon.wake(f"webhook:{slug}"),
+            clock=services.clock,
         )
         web_runner = await _listen(app, settings)
     try:

@@ -16,12 +16,9 @@ mode the URL holds it).
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import ipaddress
 import random
 import ssl
-import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -33,6 +30,7 @@ from yarl import URL
 
 from syncd import metrics
 from syncd.backoff import retry_wait_s
+from syncd.clock import SYSTEM_CLOCK, Clock
 from syncd.config import AuthMode, Settings
 from syncd.endpoints import ENDPOINTS, V1_RUN_LIST, V2_WORKER_RUNS, Endpoint, FilterValue
 from syncd.envelope import (
@@ -57,7 +55,7 @@ from syncd.pagination import (
     detect_reading,
 )
 from syncd.quotascope import QuotaScope
-from syncd.ratelimit import Monotonic, RateLimiter, Sleep, Ticket
+from syncd.ratelimit import RateLimiter, Ticket
 
 log = structlog.get_logger(__name__)
 
@@ -71,10 +69,6 @@ CA_BUNDLE_HINT = (
 )
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class CoreClawClient:
     """Fetches run-list pages from CoreClaw over one aiohttp session."""
 
@@ -84,10 +78,8 @@ class CoreClawClient:
         *,
         session: aiohttp.ClientSession | None = None,
         limiter: RateLimiter | None = None,
-        sleep: Sleep = asyncio.sleep,
-        monotonic: Monotonic = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         rand: Callable[[], float] = random.random,
-        now: Callable[[], dt.datetime] = _utcnow,
     ) -> None:
         key = settings.resolved_api_key()
         if key is None:
@@ -98,12 +90,9 @@ class CoreClawClient:
         self._session = session
         self._owns_session = session is None
         self._ssl = _ssl_context(settings)
-        self._limiter = limiter or RateLimiter(
-            settings.rate_policy(), monotonic=monotonic, sleep=sleep
-        )
-        self._sleep = sleep
+        self._limiter = limiter or RateLimiter(settings.rate_policy(), clock=clock)
+        self._clock = clock
         self._rand = rand
-        self._now = now
         self._headers, self._auth_params = self._auth(settings.auth_mode)
         _warn_if_cleartext(settings.api_url)
         self._reading = OffsetReading.forced(settings.v2_offset_mode)
@@ -275,7 +264,7 @@ class CoreClawClient:
             ticket: Ticket | None = None
             try:
                 ticket, answer = await self._send(method, endpoint, params, json_body)
-                page = decode_answer(endpoint, answer, self._now(), secrets=self._key_forms)
+                page = decode_answer(endpoint, answer, self._clock.now(), secrets=self._key_forms)
             except RateLimited as exc:
                 limited += 1
                 assert ticket is not None  # a rate limit is an answer: it came through a slot
@@ -342,7 +331,7 @@ class CoreClawClient:
             attempt=attempt + 1,
             wait_s=round(wait_s, 3),
         )
-        await self._sleep(wait_s)
+        await self._clock.sleep(wait_s)
 
     def _wait_s(self, retry_after_s: float | None, attempt: int) -> float:
         return retry_wait_s(

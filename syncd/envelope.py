@@ -78,7 +78,7 @@ def decode_answer(
         )
     if status >= 300:
         raise _rejected(endpoint, answer, envelope, code, secrets)
-    return decode_ok(endpoint, status, envelope, code, secrets)
+    return decode_ok(endpoint, status, envelope, code, secrets, now)
 
 
 def decode_ok(
@@ -87,6 +87,7 @@ def decode_ok(
     envelope: dict[str, Any] | None,
     code: int | None,
     secrets: tuple[str, ...],
+    now: dt.datetime,
 ) -> Page:
     if envelope is None:
         raise Retryable(
@@ -123,6 +124,7 @@ def decode_ok(
     request_id = envelope.get("request_id")
     return Page(
         items=items,
+        fetched_at=now,
         count=_as_count(data.get("count")),
         page_index=_as_count(data.get("page_index")),
         page_size=_as_count(data.get("page_size")),

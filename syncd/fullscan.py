@@ -65,6 +65,7 @@ class FullScan:
         max_pages: int,
         batch_rows: int,
         on_progress: Callable[[Progress], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pager = pager
         self.writer = writer
@@ -74,6 +75,7 @@ class FullScan:
         self.max_pages = max_pages
         self.batch_rows = batch_rows
         self.on_progress = on_progress
+        self._monotonic = monotonic
         self.stream = pager.stream.value
         self.pending: dict[int, asyncio.Task[tuple[int, Page]]] = {}
         self.answers = 0  # answer order: pages are numbered as their responses arrive
@@ -89,7 +91,7 @@ class FullScan:
         self.to_write: asyncio.Queue[_Handover | None] = asyncio.Queue(maxsize=1)
         self.write_task: asyncio.Task[None] | None = None
         self.progress = Progress(
-            self.stream, time.monotonic(), start_items=self.items_seen, done=self.items_seen
+            self.stream, monotonic(), start_items=self.items_seen, done=self.items_seen
         )
 
     def _top_up(self, number: int) -> None:
@@ -239,7 +241,7 @@ class FullScan:
         task.result()
 
     def _report_progress(self, count: int | None, items_seen: int, last_number: int) -> None:
-        stream, now_s = self.stream, time.monotonic()
+        stream, now_s = self.stream, self._monotonic()
         progress = self.progress
         progress.done, progress.pages = items_seen, last_number + 1
         progress.total = count if count is not None else progress.total

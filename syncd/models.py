@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -70,10 +70,10 @@ class Page:
 
     items: list[Any]
     count: int | None
+    fetched_at: dt.datetime  # when the answer arrived, by the client's clock (orders merges)
     page_index: int | None = None
     page_size: int | None = None
     request_id: str | None = None
-    fetched_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
 class Run(NamedTuple):

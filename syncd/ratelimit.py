@@ -53,12 +53,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
+from syncd.clock import SYSTEM_CLOCK, Clock
 from syncd.quotascope import QuotaScope, ScopeLearner
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -387,12 +387,11 @@ class RateLimiter:
         self,
         policy: RatePolicy | None = None,
         *,
-        monotonic: Monotonic = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.policy = policy or RatePolicy()
-        self._monotonic = monotonic
-        self._sleep = sleep
+        self._monotonic = clock.monotonic
+        self._sleep = clock.sleep
         self._lanes: dict[str, Lane] = {}
         self._not_before = float("-inf")  # announced waits: every lane, unless per endpoint
         self._scope = ScopeLearner()

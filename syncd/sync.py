@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import structlog
 
 from syncd import metrics
 from syncd.client import CoreClawClient
+from syncd.clock import SYSTEM_CLOCK, Clock
 from syncd.config import Settings
 from syncd.cycle import CycleKind, CycleReport, ScanCheckpoint
 from syncd.endpoints import ENDPOINTS, FilterValue
@@ -61,10 +61,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger("syncd.sync")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def choose_kind(
@@ -134,7 +130,7 @@ class StreamSync:
         store: Store,
         settings: Settings,
         *,
-        now: Callable[[], dt.datetime] = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
         pager: Pager | None = None,
         writer: BatchWriter | None = None,
     ) -> None:
@@ -142,7 +138,7 @@ class StreamSync:
         self.client = client
         self.store = store
         self.settings = settings
-        self.now = now
+        self.clock = clock
         self.endpoint = ENDPOINTS[stream]
         self.pager = pager or Pager(client, self.endpoint, settings.page_size(stream))
         self.writer = writer or BatchWriter(store, stream)
@@ -160,7 +156,7 @@ class StreamSync:
         self, *, full: bool = False, stop: asyncio.Event | None = None
     ) -> CycleReport:
         """Run one cycle of the kind that is due.  Raises SyncdError on failure."""
-        started, clock = self.now(), time.monotonic()
+        started, began_s = self.clock.now(), self.clock.monotonic()
         state = await self.store.load_state(self.stream) or {}
         saved = ScanCheckpoint.from_json(state.get("checkpoint"))
         kind = choose_kind(
@@ -186,10 +182,10 @@ class StreamSync:
                     # while it was stopped are above where it started.
                     await self._head_scan(report)
         except SyncdError as exc:
-            report.duration_s = time.monotonic() - clock
+            report.duration_s = self.clock.monotonic() - began_s
             await self._record_failure(report, exc)
             raise
-        report.duration_s = time.monotonic() - clock
+        report.duration_s = self.clock.monotonic() - began_s
         await self._record_end(report)
         return report
 
@@ -198,14 +194,14 @@ class StreamSync:
         if report.completed:
             await self.store.finish_cycle(
                 self.stream,
-                self.now(),
+                self.clock.now(),
                 clear_checkpoint=full,
                 kind=report.kind.value,
                 requests=report.requests,
                 full_scan=full,
                 corrected=report.result.changed if report.kind is CycleKind.RECONCILE else None,
             )
-            metrics.LAST_SUCCESS.labels(self.stream.value).set(time.time())
+            metrics.LAST_SUCCESS.labels(self.stream.value).set(self.clock.unix_s())
         outcome = "ok" if report.completed else "stopped"
         metrics.CYCLE_SECONDS.labels(self.stream.value, outcome).observe(report.duration_s)
         log.info("cycle_finished", **report.as_log())
@@ -220,7 +216,7 @@ class StreamSync:
         try:
             await self.store.finish_cycle(
                 self.stream,
-                self.now(),
+                self.clock.now(),
                 error=f"{type(exc).__name__}: {exc}",
                 kind=report.kind.value,
                 requests=report.requests,
@@ -242,6 +238,7 @@ class StreamSync:
             max_pages=self.settings.max_pages,
             batch_rows=self.settings.backfill_batch_rows,
             on_progress=self.on_progress,
+            monotonic=self.clock.monotonic,
         )
         try:
             await scan.run(stop)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import hmac
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from syncd.clock import SYSTEM_CLOCK, Clock
 from syncd.config import Settings
 from syncd.errors import StorageError
 from syncd.metrics import refresh_lag, seed_last_success
@@ -23,10 +23,6 @@ from syncd.storage import Store
 log = structlog.get_logger("syncd.web")
 
 STALE_AFTER_INTERVALS = 3
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 async def readiness_problems(
@@ -115,20 +111,20 @@ def create_app(
     settings: Settings,
     streams: list[Source],
     *,
-    now: Callable[[], dt.datetime] = _utcnow,
+    clock: Clock = SYSTEM_CLOCK,
     on_run_finished: Callable[[str], None] | None = None,
 ) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        problems = await readiness_problems(store, settings, streams, now())
+        problems = await readiness_problems(store, settings, streams, clock.now())
         if problems:
             return web.json_response({"status": "not ready", "reasons": problems}, status=503)
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
-        refresh_lag(time.time())
+        refresh_lag(clock.unix_s())
         body = generate_latest()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+
+from syncd.clock import Clock
+
+EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 class FakeClock:
@@ -19,3 +24,11 @@ class FakeClock:
         self.sleeps.append(delay_s)
         self.now += max(delay_s, 0.0)
         await asyncio.sleep(0)
+
+    def clock(self, wall_at_zero: dt.datetime = EPOCH) -> Clock:
+        """This fake time as syncd's Clock: `now` moves with the monotonic seconds."""
+        return Clock(
+            now=lambda: wall_at_zero + dt.timedelta(seconds=self.now),
+            monotonic=self.monotonic,
+            sleep=self.sleep,
+        )

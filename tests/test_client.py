@@ -28,6 +28,7 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from syncd.client import DETECT_ATTEMPTS, CoreClawClient
+from syncd.clock import Clock
 from syncd.config import AuthMode, Settings
 from syncd.errors import (
     AuthError,
@@ -191,10 +192,8 @@ async def make_client(clock: FakeClock) -> AsyncIterator[MakeClient]:
         client = CoreClawClient(
             make_settings(**overrides),
             limiter=limiter,
-            sleep=clock.sleep,
-            monotonic=clock.monotonic,
+            clock=Clock(now=lambda: NOW, monotonic=clock.monotonic, sleep=clock.sleep),
             rand=lambda: 1.0,
-            now=lambda: NOW,
         )
         made.append(client)
         return client
@@ -559,7 +558,7 @@ async def test_rate_limit_slows_the_shared_limiter(
     make_client: MakeClient, upstream: Upstream, clock: FakeClock
 ) -> None:
     """Every 429 cuts the rate of the endpoint that got it (AIMD); the other keeps its own."""
-    limiter = RateLimiter(monotonic=clock.monotonic, sleep=clock.sleep)
+    limiter = RateLimiter(clock=clock.clock())
     client = make_client(limiter=limiter)
     start = limiter.lane(V2).rate_per_s
     upstream.then(V2, reply(429, None), reply(429, None), ok())
@@ -577,7 +576,7 @@ async def test_a_wait_syncd_chose_holds_only_the_limited_endpoint(
     make_client: MakeClient, upstream: Upstream, clock: FakeClock
 ) -> None:
     """A 429 without Retry-After closes v2's own gate for its backoff; v1 and the key stay open."""
-    limiter = RateLimiter(monotonic=clock.monotonic, sleep=clock.sleep)
+    limiter = RateLimiter(clock=clock.clock())
     client = make_client(limiter=limiter)
     upstream.then(V2, reply(429, {"code": 13000}), ok())
     await client.list_v2(offset=0, limit=10)
@@ -590,7 +589,7 @@ class SignallingLimiter(RateLimiter):
     """A limiter that tells the test when a rate limit has closed its gate."""
 
     def __init__(self, clock: FakeClock) -> None:
-        super().__init__(monotonic=clock.monotonic, sleep=clock.sleep)
+        super().__init__(clock=clock.clock())
         self.gate_closed = asyncio.Event()
 
     def record_rate_limited(self, ticket: Ticket, wait_s: float, *, announced: bool) -> float:
@@ -1017,7 +1016,7 @@ async def test_on_the_wire_auth_and_body(raw_server: StartServer, clock: FakeClo
     """On the wire: v1 POSTs JSON with the bearer header; query mode puts the token in the URL."""
     fake, url = await raw_server([b"", b""])
     settings = make_settings(api_url=url)
-    async with CoreClawClient(settings, sleep=clock.sleep, monotonic=clock.monotonic) as client:
+    async with CoreClawClient(settings, clock=clock.clock()) as client:
         page = await client.list_v1(page_index=2, page_size=5)
     assert page.items == [{"slug": "a"}]
     sent = fake.requests[0]
@@ -1027,7 +1026,7 @@ async def test_on_the_wire_auth_and_body(raw_server: StartServer, clock: FakeClo
     assert orjson.loads(body) == {"page_index": 2, "page_size": 5, "status": 0}
     query = make_settings(api_url=url, auth_mode=AuthMode.QUERY)
     with capture_logs():
-        client = CoreClawClient(query, sleep=clock.sleep, monotonic=clock.monotonic)
+        client = CoreClawClient(query, clock=clock.clock())
     async with client:
         await client.list_v2(offset=0, limit=5)
     assert fake.requests[1].startswith(
@@ -1043,7 +1042,7 @@ async def test_truncated_body_and_timeout_are_retried(
     _, url = await raw_server([truncated, "stall", b""])
     settings = make_settings(api_url=url, http_timeout_s=0.2)
     with capture_logs() as logs:
-        async with CoreClawClient(settings, sleep=clock.sleep, monotonic=clock.monotonic) as client:
+        async with CoreClawClient(settings, clock=clock.clock()) as client:
             page = await client.list_v2(offset=0, limit=5)
     assert page.items == [{"slug": "a"}]
     reasons = [e["reason"] for e in logs if e["event"] == "upstream_retry"]

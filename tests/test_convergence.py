@@ -251,7 +251,7 @@ def sightings(scenario: Scenario) -> dict[int, list[Sighting]]:
     seen: dict[int, list[Sighting]] = {}
     for index, batch in enumerate(scenario.batches):
         for obs in batch.obs:
-            runs, _ = split_page(Page([raw_item(scenario, obs)], count=1), obs.source)
+            runs, _ = split_page(Page([raw_item(scenario, obs)], 1, batch_time(index)), obs.source)
             assert len(runs) == 1 and runs[0].status is observed_status(scenario, obs)
             seen.setdefault(obs.run, []).append(Sighting(obs, batch_time(index), runs[0]))
     return seen
@@ -350,7 +350,7 @@ async def apply(
     results = []
     for index, batch in enumerate(batches, start=first_index):
         items = [raw_item(scenario, obs) for obs in batch.obs]
-        runs, rejects = split_page(Page(items, count=len(items)), batch.source)
+        runs, rejects = split_page(Page(items, len(items), batch_time(index)), batch.source)
         results.append(
             await store.save_batch(
                 batch.source,

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from syncd.client import CoreClawClient
+from syncd.clock import Clock
 from syncd.config import Settings, load_settings
 from syncd.daemon import Daemon
 from syncd.fakeapi import FakeApi, FakeApiConfig, start_fake_api
@@ -146,7 +147,7 @@ async def test_readyz_reports_a_stale_stream(
     settings = make_settings(url, db_url)
     await sync_both_once(settings, store)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
-    app = create_app(store, settings, [Source.V1, Source.V2], now=lambda: later)
+    app = create_app(store, settings, [Source.V1, Source.V2], clock=Clock(now=lambda: later))
     async with TestClient(TestServer(app, host="127.0.0.1")) as http:
         response = await http.get("/readyz")
         body = await response.json()

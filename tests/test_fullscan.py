@@ -94,7 +94,11 @@ class ListClient:
     ) -> Page:
         self.asked.append(page_number)
         start = page_number * page_size
-        return Page(items=runs(*self.slugs[start : start + page_size]), count=len(self.slugs))
+        return Page(
+            items=runs(*self.slugs[start : start + page_size]),
+            count=len(self.slugs),
+            fetched_at=dt.datetime.now(dt.UTC),
+        )
 
     def window(self, source: Source) -> int:
         return 3

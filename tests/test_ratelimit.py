@@ -37,7 +37,7 @@ POLICY = RatePolicy(
 
 
 def limiter_on(clock: FakeClock, policy: RatePolicy = POLICY) -> RateLimiter:
-    return RateLimiter(policy, monotonic=clock.monotonic, sleep=clock.sleep)
+    return RateLimiter(policy, clock=clock.clock())
 
 
 # -- the rate maths ------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_head_scan_never_stops_early_on_a_list_that_is_not_newest_first() -> Non
 )
 def test_looks_cut_short(n_items: int, count: int | None, number: int, cut_short: bool) -> None:
     """A page is refetched only when `count` says it should have been fuller."""
-    page = Page(items=[{}] * n_items, count=count)
+    page = Page(items=[{}] * n_items, count=count, fetched_at=NOW)
     assert looks_cut_short(page, number, 100) is cut_short
 
 
@@ -226,7 +226,7 @@ async def test_pager_refetches_pages_cut_short(
 ) -> None:
     """A page shorter than `count` promises is asked for again (twice at most); every
     request counts in the cycle's report; filters and the page size reach the client."""
-    client = ScriptedClient(*(Page(items=items(n), count=100) for n in answers))
+    client = ScriptedClient(*(Page(items=items(n), count=100, fetched_at=NOW) for n in answers))
     pager = Pager(client, ENDPOINTS[Source.V1], page_size=10)
     report = CycleReport(Source.V1)
     page = await pager.fetch(report, 3, status=2)
