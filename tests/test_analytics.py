@@ -1,20 +1,18 @@
-"""What analysts and BI tools get: the views on known data, comments everywhere, grant-read."""
+"""What analysts and BI tools get: the views on known data, comments everywhere.
+
+Read-only access for them (`grant_read`) is in test_database.py.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from syncd.database import create_engine, grant_read
-from syncd.errors import StorageError
 from syncd.models import Run, Source, Status
 from syncd.storage import Store
 
@@ -139,38 +137,3 @@ async def test_every_table_view_and_column_is_described(engine: AsyncEngine) -> 
                 assert unit in col["comment"].lower(), where
         if col["type"] == "timestamp with time zone":
             assert "UTC" in col["comment"], where
-
-
-async def test_grant_read_gives_select_and_nothing_more(db_url: str, engine: AsyncEngine) -> None:
-    """A role given read access can query tables and views but cannot write; granting twice
-    is fine; an unknown role is a clear error."""
-    role = f"bi_{uuid.uuid4().hex[:8]}"
-    async with engine.connect() as conn:
-        await conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
-        await conn.commit()
-    try:
-        await grant_read(engine, role)
-        await grant_read(engine, role)
-        reader = create_engine(
-            make_url(db_url).set(username=role, password=None).render_as_string(hide_password=False)
-        )
-        try:
-            async with reader.connect() as conn:
-                assert await conn.scalar(text("SELECT count(*) FROM runs")) == 0
-                assert await conn.scalar(text("SELECT count(*) FROM worker_daily_stats")) == 0
-            with pytest.raises(DBAPIError, match="permission denied"):
-                async with reader.begin() as conn:
-                    await conn.execute(text("DELETE FROM runs"))
-            with pytest.raises(DBAPIError, match="permission denied"):
-                async with reader.begin() as conn:
-                    insert = "INSERT INTO workers VALUES ('x', NULL, now(), now())"
-                    await conn.execute(text(insert))
-        finally:
-            await reader.dispose()
-    finally:
-        async with engine.connect() as conn:
-            await conn.execute(text(f'DROP OWNED BY "{role}"'))
-            await conn.execute(text(f'DROP ROLE "{role}"'))
-            await conn.commit()
-    with pytest.raises(StorageError, match="does not exist"):
-        await grant_read(engine, "no_such_role_xyz")
