@@ -84,7 +84,7 @@ def test_page_numbers_are_read_defensively(
         (429, b"Too Many Requests", None, None, None),
         (200, {"code": 13000, "data": LIST}, "1.5", 13000, 1.5),  # v2 spelling, with HTTP 200
         (200, {"code": 4290, "data": LIST}, None, 4290, None),  # legacy v1 spelling
-        (200, {"code": "13000"}, "Sun, 23 Nov 2026 03:30:05 GMT", 13000, 5.0),  # an HTTP-date
+        (200, {"code": "13000"}, "Mon, 23 Nov 2026 03:30:05 GMT", 13000, 5.0),  # an HTTP-date
         (503, {"code": 4290}, "garbage", 4290, None),  # the code wins over a 5xx
     ],
 )
