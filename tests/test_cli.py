@@ -160,16 +160,3 @@ async def test_run_without_key_or_database_is_the_demo(tmp_path: Path) -> None:
     assert set(finished) == {"v1", "v2"}
     assert finished["v1"]["seen"] >= 500 and finished["v2"]["seen"] >= 500
     assert (tmp_path / "data" / "pgdata" / "PG_VERSION").is_file()
-
-
-@pytest.mark.usefixtures("clean_env")
-async def test_demo_polls_often_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Demo mode syncs the simulator every few seconds; an explicit interval still wins."""
-    from syncd.app import DEMO_POLL_INTERVAL_S, demo_upstream
-    from syncd.config import load_settings
-
-    monkeypatch.setenv("SYNCD_POLL_INTERVAL_V2", "42")
-    async with demo_upstream(load_settings()) as demo:
-        assert demo.api_url.startswith("http://127.0.0.1:")
-        assert demo.resolved_api_key() is not None
-        assert (demo.poll_interval_v1_s, demo.poll_interval_v2_s) == (DEMO_POLL_INTERVAL_S, 42.0)
