@@ -57,3 +57,29 @@ def release_free_heap(reason: str) -> bool:
         rss_after_mb=None if after is None else round(after / 1e6, 1),
     )
     return True
+
+
+# mallopt parameters (malloc.h) and the values the container image sets through
+# MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_: glibc's own defaults, held fixed.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+FIXED_THRESHOLD_BYTES = 131_072
+
+
+def hold_malloc_thresholds() -> bool:
+    """Stop glibc raising its mmap threshold after a big free (what leaves holes in the
+    heap and RSS creeping up for days), unless the environment already tunes it.
+
+    The same as the image's environment variables, for installs without the image.
+    """
+    if platform.libc_ver()[0] != "glibc" or any(
+        name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    ):
+        return False
+    try:
+        mallopt: Callable[[int, int], int] = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(
+        mallopt(M_MMAP_THRESHOLD, FIXED_THRESHOLD_BYTES)
+        and mallopt(M_TRIM_THRESHOLD, FIXED_THRESHOLD_BYTES)
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
 
 import pytest
 from structlog.testing import capture_logs
@@ -31,3 +34,22 @@ def test_trim_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     with capture_logs() as logs:
         assert memory.release_free_heap("test") is False
     assert logs == []
+
+
+@glibc_only
+@pytest.mark.parametrize(
+    ("env", "held"),
+    [({}, True), ({"MALLOC_MMAP_THRESHOLD_": "262144"}, False)],
+    ids=["untuned", "tuned-by-environment"],
+)
+def test_malloc_thresholds_held_unless_the_environment_tunes_them(
+    env: dict[str, str], held: bool
+) -> None:
+    """Outside the image syncd fixes glibc's thresholds itself; an operator's own
+    MALLOC_*_ variables win."""
+    code = "from syncd.memory import hold_malloc_thresholds as h; print(h())"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, timeout=60
+    )
+    assert out.stdout.decode().strip() == str(held)
