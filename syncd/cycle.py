@@ -104,7 +104,9 @@ class ScanCheckpoint:
             return None
         purpose = stored.get("purpose", CycleKind.BACKFILL.value)
         return cls(
-            purpose=CycleKind(purpose) if purpose in _SCAN_PURPOSES else CycleKind.BACKFILL,
+            purpose=CycleKind(purpose)
+            if isinstance(purpose, str) and purpose in _SCAN_PURPOSES
+            else CycleKind.BACKFILL,
             next_page=_int_or_0(stored.get("next_page")),
             page_size=_int_or_0(stored.get("page_size")),
             cycle_started_at=_parse_time(stored.get("cycle_started_at")),

@@ -73,7 +73,8 @@ def prepare_data_dir(data_dir: Path) -> None:
 
 
 def _process_cmdline(pid: int) -> str | None:
-    """The command line of a live process; "" for a dead one, None where it cannot be told."""
+    """The command line of a live process ("[name]" when it has none: a zombie, a kernel
+    thread, one not yet exec'd); "" for a dead one; None where it cannot be told."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -86,6 +87,11 @@ def _process_cmdline(pid: int) -> str | None:
         return "" if Path("/proc/self").exists() else None  # gone meanwhile, or no /proc
     except OSError:
         return None
+    if not raw:
+        try:
+            return f"[{Path(f'/proc/{pid}/comm').read_text().strip()}]"
+        except OSError:
+            return "[?]"
     return raw.replace(b"\0", b" ").decode(errors="replace")
 
 

@@ -81,11 +81,6 @@ def test_checkpoint_round_trips_in_the_stored_shape(checkpoint: ScanCheckpoint) 
     assert ScanCheckpoint.from_json(stored) == checkpoint
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="cycle.py: `purpose in _SCAN_PURPOSES` hashes the stored value (reported, not fixed)",
-)
 @pytest.mark.parametrize("purpose", [["reconcile"], {"kind": "reconcile"}])
 def test_checkpoint_with_an_unhashable_purpose_is_read_as_a_backfill(purpose: object) -> None:
     """A purpose that is not a string (here a JSON array or object) is read leniently too."""

@@ -133,6 +133,24 @@ def test_lock_naming_someone_elses_process_is_removed(
     assert logs[0]["pid"] == sleeper.pid
 
 
+def test_lock_naming_a_zombie_is_removed(tmp_path: Path) -> None:
+    """A pid whose process has exited but is not reaped yet (an empty command line) is
+    no server either: the lock goes."""
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        status = Path(f"/proc/{zombie.pid}/status")
+        for _ in range(500):  # until it has exited (not reaped: no wait() yet)
+            if "zombie" in status.read_text():
+                break
+            time.sleep(0.01)
+        assert Path(f"/proc/{zombie.pid}/cmdline").read_bytes() == b""
+        pid_file = write_pid_file(tmp_path / "pgdata", str(zombie.pid))
+        clear_stale_lock(tmp_path / "pgdata")
+        assert not pid_file.exists()
+    finally:
+        zombie.wait()
+
+
 def test_lock_of_a_live_server_on_this_directory_is_kept(tmp_path: Path) -> None:
     """A pid whose command line is a postgres on this data directory holds the lock."""
     pgdata = tmp_path / "pgdata"
