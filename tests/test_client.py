@@ -878,6 +878,19 @@ async def test_detect_with_one_run_breaks_the_tie_with_the_echo(
     assert detections(logs) == [(mode.value, how, False)]
 
 
+async def test_a_filtered_list_count_does_not_trigger_detection(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """A filtered page's count says nothing about the whole list: it never reopens detection."""
+    upstream.fallback[V2] = served(SLUGS[:1], OffsetMode.ITEMS, echo_page_index=False)
+    await client.fetch_page(Source.V2, 0, 5)  # one run: a provisional reading
+    upstream.then(V2, ok(runs("x"), count=500))
+    await client.fetch_page(Source.V2, 0, 5, status="running")
+    await client.fetch_page(Source.V2, 0, 5)
+    limits = [c.url.query["limit"] for c in upstream.calls]
+    assert limits == ["4", "2", "4", "5", "5", "5"]  # one detection (three probes) only
+
+
 @pytest.mark.parametrize("forced", [*READINGS, "pages"])
 async def test_forced_offset_mode_skips_detection(
     make_client: MakeClient, upstream: Upstream, forced: OffsetMode | str

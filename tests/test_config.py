@@ -127,3 +127,64 @@ def test_empty_path_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("SYNCD_CA_BUNDLE", "")
     s = load_settings()
     assert s.api_key_file is None and s.ca_bundle is None and s.resolved_api_key() is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("SYNCD_RECONCILE_HOUR_UTC", "reconcile_hour_utc"),
+        ("SYNCD_MAX_REQUESTS_PER_S", "max_requests_per_s"),
+        ("SYNCD_DATABASE_URL_FILE", "database_url_file"),
+    ],
+)
+def test_empty_optional_variables_mean_unset(
+    monkeypatch: pytest.MonkeyPatch, variable: str, field: str
+) -> None:
+    """An optional variable passed empty (compose's unset) is unset, not a validation error."""
+    monkeypatch.setenv(variable, "")
+    assert getattr(load_settings(), field) is None
+
+
+def test_defaults_follow_the_spec() -> None:
+    """With nothing set: the vendor's URL, Bearer auth, the embedded database, offset detection,
+    no rate ceiling and 60 s polls."""
+    s = load_settings()
+    assert s.api_url == "https://openapi.coreclaw.com"
+    assert s.auth_mode is AuthMode.BEARER and s.database_url is None
+    assert s.v2_offset_mode is OffsetMode.AUTO and s.max_requests_per_s is None
+    assert (s.poll_interval_s("v1"), s.poll_interval_s("v2")) == (60.0, 60.0)
+
+
+def test_each_stream_polls_on_its_own_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SYNCD_POLL_INTERVAL_V1 paces the v1 stream and SYNCD_POLL_INTERVAL_V2 the v2 one."""
+    monkeypatch.setenv("SYNCD_POLL_INTERVAL_V1", "15")
+    monkeypatch.setenv("SYNCD_POLL_INTERVAL_V2", "2.5")
+    s = load_settings()
+    assert (s.poll_interval_s("v1"), s.poll_interval_s("v2")) == (15.0, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("ceiling", "initial", "floor"),
+    [
+        (None, 10.0, 0.1),
+        ("50", 10.0, 0.1),
+        ("5", 5.0, 0.1),  # a ceiling below the initial rate starts there
+        ("0.05", 0.05, 0.05),  # ... and one below the 0.1/s floor lowers the floor
+    ],
+)
+def test_rate_policy_fits_under_any_ceiling(
+    monkeypatch: pytest.MonkeyPatch, ceiling: str | None, initial: float, floor: float
+) -> None:
+    """Any positive SYNCD_MAX_REQUESTS_PER_S gives a valid policy capped at it."""
+    if ceiling is not None:
+        monkeypatch.setenv("SYNCD_MAX_REQUESTS_PER_S", ceiling)
+    policy = load_settings().rate_policy()
+    expected_ceiling = None if ceiling is None else float(ceiling)
+    assert policy.max_rate_per_s == expected_ceiling
+    assert (policy.initial_rate_per_s, policy.min_rate_per_s) == (initial, floor)
+
+
+def test_webhook_token_is_scrubbed_like_the_api_key() -> None:
+    """The webhook token is one of the secrets the log scrubber hides, and not in repr."""
+    s = load_settings(api_key="sk-very-secret", webhook_token="whk-0123456789")
+    assert "whk-0123456789" in s.secrets() and "whk-0123456789" not in repr(s)

@@ -3,16 +3,19 @@ resuming a stored checkpoint, the pager/writer interface a scan drives."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
 from syncd.cycle import CycleReport, ScanCheckpoint
 from syncd.endpoints import ENDPOINTS, FilterValue
+from syncd.errors import RequestRejected
 from syncd.fullscan import FullScan
 from syncd.models import Page, Source
 from syncd.pager import Pager
@@ -20,7 +23,8 @@ from syncd.storage import Store
 from syncd.sync import CycleKind, StreamSync
 from syncd.writer import BatchWriter
 from tests import test_client
-from tests.test_client import V1, MakeClient, Upstream, ok, runs
+from tests.clock import FakeClock
+from tests.test_client import V1, MakeClient, Upstream, ok, reply, runs
 
 # The scripted upstream and its client, shared with the client's tests.
 clock, upstream, make_client = test_client.clock, test_client.upstream, test_client.make_client
@@ -128,3 +132,138 @@ async def test_a_full_scan_needs_only_a_pager_and_a_writer(
     assert ScanCheckpoint.from_json(state["checkpoint"]) == ScanCheckpoint(
         CycleKind.BACKFILL, next_page=5, page_size=10, cycle_started_at=started
     )
+
+
+def v1_list(slugs: list[str], *, count: Any = None) -> Any:
+    """A v1 server paging `slugs`; `count` is what it claims (default: the truth; a callable
+    gets the page_index)."""
+
+    def served(url: URL, kwargs: dict[str, Any]) -> Any:
+        index, size = kwargs["json"]["page_index"], kwargs["json"]["page_size"]
+        start = (index - 1) * size
+        claimed = count(index) if callable(count) else (len(slugs) if count is None else count)
+        data = {"list": runs(*slugs[start : start + size]), "count": claimed}
+        return reply(200, {"code": 0, "data": data})(url, kwargs)
+
+    return served
+
+
+async def stored_slugs(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return {row[0] for row in await conn.execute(text("SELECT slug FROM runs"))}
+
+
+def pages_asked(upstream: Upstream) -> list[int]:
+    return [c.kwargs["json"]["page_index"] for c in upstream.to(V1)]
+
+
+async def test_a_list_longer_than_its_count_is_followed_to_the_end(
+    make_client: MakeClient, upstream: Upstream, store: Store, engine: AsyncEngine
+) -> None:
+    """65 runs under a stale `count` of 40: full pages past the promised end are followed, page
+    by page, until the list really ends."""
+    slugs = [f"run-{i:02d}" for i in range(65)]
+    upstream.fallback[V1] = v1_list(slugs, count=40)
+    client = make_client(page_size_v1=20)
+    report = await StreamSync(Source.V1, client, store, client._settings).run_cycle()
+    assert report.completed and await stored_slugs(engine) == set(slugs)
+    assert pages_asked(upstream) == [1, 2, 3, 4]
+
+
+async def test_a_count_seen_once_bounds_the_pages_fetched_ahead(
+    make_client: MakeClient, upstream: Upstream, store: Store, clock: FakeClock
+) -> None:
+    """On a far API (many pages in flight), pages that omit `count` do not make the scan forget
+    the one it was given: nothing is fetched past the end it promised."""
+    served = v1_list(SLUGS[:25], count=lambda index: 25 if index == 1 else None)
+
+    def far(url: URL, kwargs: dict[str, Any]) -> Any:
+        clock.now += 0.5  # a 0.5 s round trip: the controller lets several requests fly
+        return served(url, kwargs)
+
+    upstream.fallback[V1] = far
+    client = make_client(page_size_v1=10)
+    report = await StreamSync(Source.V1, client, store, client._settings).run_cycle()
+    assert report.completed and report.result.seen == 25 and client.window(Source.V1) > 2
+    assert pages_asked(upstream) == [1, 2, 3, 4]  # the short page 3 (no count) needs page 4
+
+
+async def test_a_resumed_scan_counts_the_pages_before_its_checkpoint(
+    make_client: MakeClient, upstream: Upstream, store: Store
+) -> None:
+    """Resumed at page 2 of 50 runs (pages of 20), the short page 2 reaches `count`: the scan
+    ends there without asking for the empty page after it (then the head is checked)."""
+    upstream.fallback[V1] = v1_list(SLUGS + [f"run-{i}" for i in range(40, 50)])
+    checkpoint = {"kind": "scan", "purpose": "backfill", "next_page": 2, "page_size": 20}
+    await store.finish_cycle(Source.V1, dt.datetime.now(dt.UTC), checkpoint=checkpoint)
+    client = make_client(page_size_v1=20)
+    report = await StreamSync(Source.V1, client, store, client._settings).run_cycle()
+    assert report.completed and report.resumed_from_page == 2
+    assert pages_asked(upstream)[:2] == [3, 1]  # page 3 (0-based 2), then the head
+
+
+async def test_pages_fetched_before_a_failure_are_stored(
+    make_client: MakeClient, upstream: Upstream, store: Store, engine: AsyncEngine
+) -> None:
+    """A page waiting in the batch when a later page fails is stored, with its checkpoint,
+    before the error ends the cycle."""
+    slugs = [f"run-{i:02d}" for i in range(80)]
+    served = v1_list(slugs)
+
+    def failing_page_4(url: URL, kwargs: dict[str, Any]) -> Any:
+        if kwargs["json"]["page_index"] == 4:
+            return reply(400, {"code": 11000, "message": "page_index out of range"})(url, kwargs)
+        return served(url, kwargs)
+
+    upstream.fallback[V1] = failing_page_4
+    client = make_client(page_size_v1=20)
+    syncer = StreamSync(Source.V1, client, store, client._settings)
+    page_3_failed, fetch = asyncio.Event(), syncer.pager.fetch
+
+    async def fetch_page_2_after_page_3(report: Any, number: int, **filters: Any) -> Page:
+        # Page 2 (0-based) is answered only once page 3 has failed, so it is still in the
+        # batch (the next page is in) when the scan meets the failure.
+        if number == 2:
+            await page_3_failed.wait()
+        try:
+            return await fetch(report, number, **filters)
+        finally:
+            if number == 3:
+                page_3_failed.set()
+
+    syncer.pager.fetch = fetch_page_2_after_page_3  # type: ignore[method-assign]
+    with pytest.raises(RequestRejected):
+        await syncer.run_cycle()
+    assert await stored_slugs(engine) == set(slugs[:60])
+    state = await store.load_state(Source.V1)
+    assert state is not None and state["checkpoint"]["next_page"] == 3
+
+
+async def test_a_stopped_scan_stores_the_page_it_was_on(
+    make_client: MakeClient, upstream: Upstream, store: Store, engine: AsyncEngine
+) -> None:
+    """A stop arriving with a page in hand stores that page and its checkpoint before it
+    returns, even when the next page is already in."""
+    slugs = [f"run-{i:02d}" for i in range(80)]
+    upstream.fallback[V1] = v1_list(slugs)
+    client = make_client(page_size_v1=20)
+    syncer = StreamSync(Source.V1, client, store, client._settings)
+    stop, page_2_in, fetch = asyncio.Event(), asyncio.Event(), syncer.pager.fetch
+
+    async def stop_after_page_1(report: Any, number: int, **filters: Any) -> Page:
+        # Page 1 (0-based) is answered after page 2, and the stop comes with it.
+        if number == 1:
+            await page_2_in.wait()
+        page = await fetch(report, number, **filters)
+        if number == 2:
+            page_2_in.set()
+        if number == 1:
+            stop.set()
+        return page
+
+    syncer.pager.fetch = stop_after_page_1  # type: ignore[method-assign]
+    report = await syncer.run_cycle(stop=stop)
+    assert not report.completed
+    assert await stored_slugs(engine) == set(slugs[:40])
+    state = await store.load_state(Source.V1)
+    assert state is not None and state["checkpoint"]["next_page"] == 2

@@ -26,13 +26,19 @@ from syncd.config import Settings
 from syncd.daemon import Daemon
 from syncd.fakeapi import FakeApi, FakeApiConfig, RequestRecord
 from syncd.models import STATUS_RANK, Source, Status
+from syncd.normalize import normalize
 from syncd.storage import CONTENT_COLUMNS, Store
 from syncd.sync import CycleKind, CycleReport, StreamSync
+from tests import test_client
 from tests.support.processes import SYNCD, env_for, get_json
 from tests.support.settings import LOCAL_RATE
 from tests.support.settings import settings_for as support_settings
 from tests.support.simulator import serve, simulator_process
 from tests.support.truth import diff, expected_rows, stored_rows
+from tests.test_client import V1, MakeClient, Upstream, ok
+
+# The scripted upstream and its client, for cycles that need an exact list.
+clock, upstream, make_client = test_client.clock, test_client.upstream, test_client.make_client
 
 KEY = "incremental-e2e-key"
 BOTH = [Source.V1, Source.V2]
@@ -231,6 +237,47 @@ async def test_old_run_finishing_is_caught_without_a_full_scan(
         assert await fetch_all(engine, "SELECT vanished_at FROM runs WHERE slug = :s", s=ghost) == [
             (vanished_at,)
         ]
+
+
+async def test_a_workers_list_is_paged_until_every_missing_run_is_found(
+    make_client: MakeClient, upstream: Upstream, store: Store, engine: AsyncEngine
+) -> None:
+    """Two in-flight runs of one worker left their status lists: its list is paged past the
+    first one found and past the oldest start time, because the other was stored while ready
+    (no started_at) and may be anywhere below."""
+    now = int(time.time())
+    item = {"scraper_slug": "w", "status": 3, "started_at": now - 600, "finished_at": now - 60}
+    worker_pages = {
+        1: [{**item, "slug": "A"}, {**item, "slug": "X", "started_at": now - 900}],
+        2: [{**item, "slug": "B", "started_at": now - 1200}],
+    }
+
+    def served(url: Any, kwargs: dict[str, Any]) -> Any:
+        body = kwargs["json"]
+        found = worker_pages.get(body["page_index"], []) if body.get("scraper_slug") else []
+        return ok(found, count=3 if body.get("scraper_slug") else 0)(url, kwargs)
+
+    upstream.fallback[V1] = served
+    in_flight = [
+        {"slug": "A", "scraper_slug": "w", "status": 2, "started_at": now - 600},
+        {"slug": "B", "scraper_slug": "w", "status": 1},  # ready: not started yet
+    ]
+    stored = [run for i in in_flight if (run := normalize(i, Source.V1).run) is not None]
+    backfilled_at = dt.datetime.now(dt.UTC)
+    await store.save_batch(Source.V1, stored, observed_at=backfilled_at)
+    await store.finish_cycle(Source.V1, backfilled_at, full_scan=True, kind="backfill")
+    client = make_client(page_size_v1=2)
+    report = await StreamSync(Source.V1, client, store, client._settings).run_cycle()
+    assert report.kind is CycleKind.INCREMENTAL and report.completed
+    assert (report.refreshed, report.vanished) == (2, 0)
+    rows = await fetch_all(engine, "SELECT slug, status, vanished_at FROM runs ORDER BY slug")
+    assert rows == [("A", "succeeded", None), ("B", "succeeded", None), ("X", "succeeded", None)]
+    worker = [
+        c.kwargs["json"]["page_index"]
+        for c in upstream.to(V1)
+        if "scraper_slug" in c.kwargs["json"]
+    ]
+    assert worker == [1, 2]
 
 
 # ---- 3. reconciliation ---------------------------------------------------------

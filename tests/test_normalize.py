@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd import normalize as normalize_module
-from syncd.models import Source, Status
-from syncd.normalize import _careful, _fast, normalize, parse_status
+from syncd.models import Page, Source, Status
+from syncd.normalize import Batch, _careful, _fast, normalize, parse_status, split_page
 
 V1_ITEM: dict[str, Any] = {
     "status": 3,
@@ -125,6 +125,13 @@ def test_status_mapping(raw: Any, status: Status, status_raw: str) -> None:
         ("version", 2, "version", "2"),
         ("err_msg", "a\x00b", "err_msg", "ab"),
         ("scraper_title", None, "worker_title", None),
+        ("slug", "a\x00b", "slug", "ab"),
+        (
+            "started_at",
+            253_402_300_799_999,
+            "started_at",
+            dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+        ),
     ],
 )
 def test_lenient_field_parsing(field: str, value: Any, attr: str, expected: Any) -> None:
@@ -146,6 +153,9 @@ def test_lenient_field_parsing(field: str, value: Any, attr: str, expected: Any)
         ("results", 2**31, "results", "out of range"),
         ("duration", True, "duration_s", "boolean"),
         ("err_msg", {"x": 1}, "err_msg", "expected a string"),
+        ("results", 12.5, "results", "12.5 is not an integer"),
+        ("duration", 2**31, "duration_s", "out of range"),
+        ("traffic", 2**63, "traffic_bytes", "out of range"),
     ],
 )
 def test_bad_field_stores_null_and_reports(field: str, value: Any, attr: str, reason: str) -> None:
@@ -164,6 +174,62 @@ def test_unknown_status_keeps_run_and_reports() -> None:
     assert result.run is not None
     assert (result.run.status, result.run.status_raw) == (Status.UNKNOWN, "9")
     assert result.reject is not None and "unknown value '9'" in result.reject.reason
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {**V1_ITEM, "started_at": "0", "finished_at": "0"},
+        {**V1_ITEM, "status": 9, "started_at": 0, "finished_at": 0},
+        {**V2_ITEM, "status": "exploded", "started_at": 0.0, "finished_at": " 0 "},
+        {**V2_ITEM, "usage": "n/a", "started_at": 0, "finished_at": 0},
+    ],
+)
+def test_zero_timestamps_are_null_on_the_careful_path(item: dict[str, Any]) -> None:
+    """An item left to the careful path still reads 0 as "not set": NULL, never 1970-01-01."""
+    assert _fast(item, Source.V1) is None  # this item really goes the careful way
+    result = normalize(item, Source.V1)
+    assert result.run is not None
+    assert (result.run.started_at, result.run.finished_at) == (None, None)
+    assert result.reject is None or "_at" not in result.reject.reason
+
+
+@pytest.mark.parametrize(
+    ("ts", "seconds"),
+    [
+        (10**11 - 1, 10**11 - 1),  # still seconds (the year 5138)
+        (10**11, 10**8),  # from here on, milliseconds
+        (10**11 + 999, 10**8),
+        (1773305309000, 1773305309),
+    ],
+)
+@pytest.mark.parametrize("status", [3, 9], ids=["fast", "careful"])
+def test_millisecond_timestamps_start_at_10_to_the_11(ts: int, seconds: int, status: int) -> None:
+    """Timestamps below 10**11 are seconds, from 10**11 on milliseconds, on both paths."""
+    result = normalize({**V1_ITEM, "status": status, "started_at": ts}, Source.V1)
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert result.run is not None and result.run.started_at == epoch + dt.timedelta(seconds=seconds)
+
+
+def test_a_page_keeps_both_the_run_and_the_reject_of_a_partly_bad_item() -> None:
+    """An item stored with a NULL field is also kept as a reject: the anomaly is never dropped."""
+    partly_bad = {**V1_ITEM, "slug": "R2", "usage": "n/a"}
+    page = Page(
+        items=[V1_ITEM, partly_bad, {"slug": None}], count=3, fetched_at=dt.datetime.now(dt.UTC)
+    )
+    runs, rejects = split_page(page, Source.V1)
+    assert [r.slug for r in runs] == [V1_ITEM["slug"], "R2"]
+    assert [(r.slug, r.raw) for r in rejects] == [("R2", partly_bad), (None, {"slug": None})]
+
+
+def test_a_batch_counts_every_upstream_item() -> None:
+    """Batch.items counts what upstream sent, rejects included (it becomes rows_seen)."""
+    t1, t2 = (dt.datetime(2026, 3, 5, 12, m, tzinfo=dt.UTC) for m in (0, 1))
+    batch = Batch()
+    batch.add(Page(items=[V1_ITEM, {"slug": None}, "junk"], count=4, fetched_at=t1), Source.V1)
+    batch.add(Page(items=[{**V1_ITEM, "slug": "R2"}], count=4, fetched_at=t2), Source.V1)
+    assert (batch.pages, batch.items, len(batch.runs), len(batch.rejects)) == (2, 4, 2, 2)
+    assert batch.observed_at == t2
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,7 @@ ABCD = ["a", "b", "c", "d"]
         (ABCD, ["x", "a"], ["x", "a", "b", "c"], {PAGES1}),
         (ABCD, ["b", "c"], ["x", "y", "z", "w"], None),  # moved past the first page
         (ABCD, ["b", "c"], ["a", "c", "d", "e"], None),  # a deletion, not a push-down
+        ([], [], ["a"], None),  # runs arrived at an empty list: the shift is unknown
         (["a", "b", "b", "c", "d"], ["b", "c"], ABCD, {ITEMS}),  # a run repeated in a page
         # a first page cut short although `count` says more follow is not the whole list
         (["a", "b"], ["b", "c"], ABCD, set()),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from syncd.ratelimit import (
+    Lane,
     RateLimiter,
     RatePolicy,
     RateState,
@@ -403,6 +404,24 @@ async def test_a_lane_in_slow_start_stops_doubling_at_a_rate_another_lane_settle
         await send(limiter, clock, "v2")
     assert v2.limit_per_s == 2.0
     assert 2.0 <= v2.rate_per_s < 2.5  # probing slowly above it, not doubling
+
+
+@pytest.mark.parametrize(
+    ("rate", "settled_at", "after"),
+    [
+        (2.0, 8.0, RateState(2.0)),  # below it: keeps doubling from its own rate, not lifted
+        (8.0, 8.0, RateState(8.0, limit_per_s=8.0)),
+        (12.0, 8.0, RateState(8.0, limit_per_s=8.0)),  # past it: back to it, probing from there
+    ],
+)
+def test_slow_start_ends_only_at_or_above_the_rate_another_lane_settled_at(
+    rate: float, settled_at: float, after: RateState
+) -> None:
+    """A lane in slow start that has not reached another lane's settled rate is left alone."""
+    lane = Lane("v1", POLICY)
+    lane.state = RateState(rate)
+    lane.leave_slow_start_at(settled_at)
+    assert lane.state == after
 
 
 async def test_requests_of_a_lane_go_in_the_order_they_asked() -> None:

@@ -215,3 +215,119 @@ async def test_sql_status_rank_matches_python(engine: AsyncEngine) -> None:
     for status, rank in STATUS_RANK.items():
         rows = await fetch(engine, "SELECT syncd_status_rank(:s) AS r", s=status.value)
         assert rows[0]["r"] == rank, status
+
+
+@pytest.mark.parametrize(
+    ("stored", "observed"),
+    [
+        ({"results": None}, {"results": 3}),
+        ({"usage_usd": None}, {"usage_usd": Decimal("0.065")}),  # usage "n/a" -> a value
+        ({"err_msg": None}, {"err_msg": "worker crashed"}),
+        ({"finished_at": None}, {"finished_at": T0}),
+        ({"results": 3}, {"results": None}),
+    ],
+)
+async def test_a_change_of_only_a_null_field_is_written(
+    store: Store, engine: AsyncEngine, stored: dict[str, Any], observed: dict[str, Any]
+) -> None:
+    """A field going from or to NULL, nothing else changing, rewrites the row (IS DISTINCT FROM)."""
+    await store.save_batch(Source.V2, [make_run(**stored)], observed_at=at(0))
+    result = await store.save_batch(Source.V2, [make_run(**observed)], observed_at=at(5))
+    assert (result.inserted, result.updated) == (0, 1)
+    row = await run_row(engine)
+    assert {field: row[field] for field in observed} == observed
+    assert row["updated_at"] == at(5)
+
+
+async def test_a_same_rank_change_observed_at_the_stored_instant_is_written(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """An observation made no earlier than the stored one (here: at the same instant) applies."""
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(0))
+    v1 = make_run(results=5, source=Source.V1, status_raw="2")
+    result = await store.save_batch(Source.V1, [v1], observed_at=at(0))
+    assert result.updated == 1
+    row = await run_row(engine)
+    assert (row["results"], row["source"]) == (5, "v1")
+
+
+async def test_an_older_observation_of_the_same_rank_changes_nothing(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """A page fetched before the stored observation but committed after it is not applied."""
+    await store.save_batch(Source.V2, [make_run(results=7)], observed_at=at(5))
+    v1 = make_run(results=3, source=Source.V1, status_raw="2")
+    result = await store.save_batch(Source.V1, [v1], observed_at=at(2))
+    assert result.changed == 0
+    row = await run_row(engine)
+    assert (row["results"], row["source"], row["last_seen_at"]) == (7, "v2", at(5))
+
+
+async def test_seen_times_never_move_backwards(store: Store, engine: AsyncEngine) -> None:
+    """A further status observed earlier than the stored one applies; the times keep the later."""
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(10))
+    done = make_run(status=Status.SUCCEEDED, status_raw="3", source=Source.V1)
+    result = await store.save_batch(Source.V1, [done], observed_at=at(4))
+    assert result.updated == 1
+    row = await run_row(engine)
+    assert row["status"] == "succeeded"
+    assert (row["last_seen_at"], row["updated_at"]) == (at(10), at(10))
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["unchanged", "changed"])
+async def test_a_vanished_run_listed_again_is_no_longer_vanished(
+    store: Store, engine: AsyncEngine, changed: bool
+) -> None:
+    """A run marked vanished that a list shows again, changed or not, has vanished_at cleared."""
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(0))
+    assert await store.mark_vanished(["R1"], at(1)) == 1
+    assert await store.in_flight_runs() == []
+    again = make_run(results=4) if changed else make_run()
+    result = await store.save_batch(Source.V2, [again], observed_at=at(2))
+    assert result.updated == 1
+    row = await run_row(engine)
+    assert (row["vanished_at"], row["last_seen_at"]) == (None, at(2))
+    assert [r.slug for r in await store.in_flight_runs()] == ["R1"]
+
+
+async def test_marking_a_run_vanished_again_keeps_the_first_time(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """mark_vanished leaves runs already vanished alone (and does not count them)."""
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(0))
+    assert await store.mark_vanished(["R1"], at(1)) == 1
+    assert await store.mark_vanished(["R1"], at(2)) == 0
+    assert (await run_row(engine))["vanished_at"] == at(1)
+
+
+async def test_batch_duplicates_of_one_rank_keep_the_last_observation(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """Of two observations of a run at one rank in one batch, the later (batch order) is stored."""
+    batch = [make_run(results=1), make_run(results=2)]
+    await store.save_batch(Source.V2, batch, observed_at=at(0))
+    assert (await run_row(engine))["results"] == 2
+
+
+async def test_a_run_without_a_title_keeps_its_workers_title(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """A worker's known title is not blanked by a run that carries none."""
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(0))
+    await store.save_batch(Source.V2, [make_run("R2", worker_title=None)], observed_at=at(1))
+    assert await fetch(engine, "SELECT slug, title FROM workers") == [
+        {"slug": "w-1", "title": "Worker One"}
+    ]
+
+
+async def test_a_failed_full_scan_is_not_recorded_as_one(store: Store) -> None:
+    """A full-scan cycle that ends in an error records the error, not last_full_scan_at."""
+    await store.finish_cycle(Source.V1, at(1), error="boom", full_scan=True, kind="backfill")
+    state = await store.load_state(Source.V1)
+    assert state is not None
+    assert (state["last_full_scan_at"], state["last_success_at"]) == (None, None)
+    assert (state["last_error"], state["last_error_at"]) == ("boom", at(1))
+    await store.finish_cycle(Source.V1, at(2), full_scan=True, kind="backfill")
+    state = await store.load_state(Source.V1)
+    assert state is not None
+    assert state["last_full_scan_at"] == state["last_success_at"] == at(2)

@@ -10,7 +10,7 @@ import pytest
 
 from syncd.cycle import ScanCheckpoint
 from syncd.models import Run, Source, Status
-from syncd.sync import CycleKind, HeadScanState, choose_kind
+from syncd.sync import CycleKind, HeadScanState, _past, choose_kind
 
 NOW = dt.datetime(2026, 11, 23, 3, 30, tzinfo=dt.UTC)
 DAY = 86_400.0
@@ -27,6 +27,8 @@ def ago(hours: float) -> dt.datetime:
         ({"last_full_scan_at": None}, True, None, CycleKind.BACKFILL),
         ({"last_full_scan_at": ago(1)}, False, None, CycleKind.INCREMENTAL),
         ({"last_full_scan_at": ago(1)}, True, None, CycleKind.RECONCILE),
+        ({"last_full_scan_at": ago(24)}, False, None, CycleKind.RECONCILE),  # due on the dot
+        ({"last_full_scan_at": ago(23.9)}, False, None, CycleKind.INCREMENTAL),
         ({"last_full_scan_at": ago(25)}, False, None, CycleKind.RECONCILE),
         ({"last_full_scan_at": ago(25)}, False, 3, CycleKind.RECONCILE),
         ({"last_full_scan_at": ago(25)}, False, 4, CycleKind.INCREMENTAL),
@@ -98,3 +100,27 @@ def test_head_scan_never_stops_early_on_a_list_that_is_not_newest_first() -> Non
     head = HeadScanState(overlap=1)
     head.observe([run("a", Status.SUCCEEDED, 10), run("b", Status.SUCCEEDED, 5)], frozenset())
     assert head.newest_first is False and head.can_stop is False
+
+
+def test_runs_started_in_the_same_second_are_still_newest_first() -> None:
+    """Equal started_at along the list (runs started together) keeps early stop on."""
+    head = HeadScanState(overlap=3)
+    head.observe([run(s, Status.SUCCEEDED, 4) for s in "abc"], changed=frozenset())
+    assert head.newest_first and head.can_stop
+
+
+@pytest.mark.parametrize(
+    ("minutes", "oldest", "past"),
+    [
+        ([1, 2, 6], 5, True),  # the page ends older than the oldest wanted run
+        ([1, 2, 5], 5, False),  # ends at its start time: more runs of that second may follow
+        ([1, 2, 3], 5, False),
+        ([1, 2, 6], None, False),  # no bound known
+        ([], 5, False),
+    ],
+)
+def test_past_the_oldest_wanted_run(minutes: list[int], oldest: int | None, past: bool) -> None:
+    """A worker's newest-first list is left only once a page ends strictly older than `oldest`."""
+    page = [run(f"r{m}", Status.SUCCEEDED, m) for m in minutes]
+    bound = None if oldest is None else NOW - dt.timedelta(minutes=oldest)
+    assert _past(page, bound) is past
