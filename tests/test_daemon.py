@@ -17,15 +17,10 @@ from syncd.fakeapi import FakeApi, FakeApiConfig
 from syncd.models import Source
 from syncd.storage import Store
 from syncd.sync import StreamSync
-from tests.support.settings import settings_for
+from tests.support.settings import QUICK, settings_for
 from tests.support.simulator import serve
 
 KEY = "daemon-key-abcdef"
-# Small pages and short intervals: several cycles in well under a second.
-QUICK: dict[str, Any] = {
-    "page_size_v1": 25, "page_size_v2": 25, "poll_interval_v1_s": 0.5,
-    "poll_interval_v2_s": 0.5, "max_requests_per_s": 100.0, "initial_requests_per_s": 50.0,
-}  # fmt: skip
 
 
 @pytest.fixture

@@ -18,15 +18,10 @@ from syncd.models import Source
 from syncd.storage import Store
 from syncd.web import create_app
 from tests.support.cycles import sync_streams
-from tests.support.settings import settings_for
+from tests.support.settings import QUICK, settings_for
 from tests.support.simulator import serve
 
 KEY = "web-key-abcdef"
-# Small pages, and intervals short enough that ten seconds later a stream is stale.
-QUICK: dict[str, Any] = {
-    "page_size_v1": 25, "page_size_v2": 25, "poll_interval_v1_s": 0.5,
-    "poll_interval_v2_s": 0.5, "max_requests_per_s": 100.0, "initial_requests_per_s": 50.0,
-}  # fmt: skip
 
 
 @pytest.fixture

@@ -18,6 +18,12 @@ LOCAL_RATE: dict[str, Any] = {"max_requests_per_s": 400.0, "initial_requests_per
 # Above anything a local simulator turns into a bottleneck: figures measure syncd, not the limiter.
 UNLIMITED_RATE: dict[str, Any] = {"max_requests_per_s": 1000.0, "initial_requests_per_s": 1000.0}
 # A hostile upstream: many quick retries, short backoff.
+# Small pages and 0.5 s intervals: several daemon cycles in well under a second, and a
+# stream stale ten seconds later.
+QUICK: dict[str, Any] = {
+    "page_size_v1": 25, "page_size_v2": 25, "poll_interval_v1_s": 0.5,
+    "poll_interval_v2_s": 0.5, "max_requests_per_s": 100.0, "initial_requests_per_s": 50.0,
+}  # fmt: skip
 FAULT_TOLERANT: dict[str, Any] = {
     "max_requests_per_s": 500.0,
     "initial_requests_per_s": 500.0,
