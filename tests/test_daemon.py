@@ -4,6 +4,7 @@ retried, a rejected key fatal, a wake running a cycle at once; in process agains
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,11 +22,12 @@ from tests.support.settings import QUICK, settings_for
 from tests.support.simulator import serve
 
 KEY = "daemon-key-abcdef"
+RUNS = 300
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[FakeApi, str]]:
-    async with serve(FakeApiConfig(runs=300, api_key=KEY)) as served:
+    async with serve(FakeApiConfig(runs=RUNS, api_key=KEY)) as served:
         yield served
 
 
@@ -60,8 +62,10 @@ async def test_daemon_polls_both_streams_concurrently_and_repeatedly(
     assert daemon.stats.cycles["v1"] >= 2 and daemon.stats.cycles["v2"] >= 2
     v1 = [r.time for r in api.requests if r.path.endswith("/run/list")]
     v2 = [r.time for r in api.requests if r.path.endswith("/worker-runs")]
-    # Concurrent: each stream's first cycle starts before the other's first cycle ends.
-    assert v2[0] < v1[12] and v1[0] < v2[12]
+    # Concurrent: each stream's first request goes out before the other has sent more than
+    # its first cycle's requests (a backfill: one request per page).
+    pages = math.ceil(RUNS / QUICK["page_size_v1"])
+    assert v2[0] < v1[pages] and v1[0] < v2[pages]
 
 
 async def test_failed_cycle_is_retried_on_the_next_interval(db_url: str, store: Store) -> None:
