@@ -109,7 +109,9 @@ async def test_interrupted_cycle_resumes_from_checkpoint(
 ) -> None:
     """A backfill stopped part-way resumes at its checkpoint page, not at the top."""
     api, url = fake
-    settings = settings_for(url, db_url, page_size_v1=20)
+    # One page per stored batch, so the second save is the second page whatever the timing
+    # (by default pages are batched by rows, and a quick server fills one batch with all 12).
+    settings = settings_for(url, db_url, page_size_v1=20, backfill_batch_rows=20)
     stop = asyncio.Event()
     async with CoreClawClient(settings) as client:
         syncer = StreamSync(Source.V1, client, store, settings)
