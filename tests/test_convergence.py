@@ -42,6 +42,7 @@ from syncd.database import create_engine
 from syncd.models import STATUS_RANK, Page, Run, Source, Status, StoreResult
 from syncd.normalize import split_page
 from syncd.storage import PageProgress, Store
+from tests.support.truth import COMPARED, RUN_FIELDS
 
 V1, V2 = Source.V1, Source.V2
 T0 = dt.datetime(2026, 3, 12, 8, 0, tzinfo=dt.UTC)
@@ -73,24 +74,6 @@ STAGE_CONTENT: dict[Status, tuple[int, str, int, int, bool, str]] = {
     Status.FAILED: (7, "0.024", 8_192, 120, True, "worker crashed"),
     Status.ABORTED: (5, "0.020", 4_096, 100, True, "aborted by user"),
 }
-RUN_FIELDS = (
-    "worker_slug",
-    "worker_title",
-    "status",
-    "status_raw",
-    "err_msg",
-    "results",
-    "usage_usd",
-    "traffic_bytes",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "origin",
-    "version",
-    "source",
-)
-# What syncd compares to decide that a row changed (not status_raw, not source).
-CONTENT_FIELDS = tuple(f for f in RUN_FIELDS if f not in ("status_raw", "source"))
 TABLES = ("runs", "run_status_history", "workers", "sync_state", "sync_rejects")
 
 
@@ -243,7 +226,7 @@ class Sighting:
 
     @property
     def content(self) -> tuple[Any, ...]:
-        return tuple(getattr(self.run, name) for name in CONTENT_FIELDS)
+        return tuple(getattr(self.run, name) for name in COMPARED)
 
 
 def sightings(scenario: Scenario) -> dict[int, list[Sighting]]:
@@ -443,7 +426,7 @@ async def converge(db_url: str, scenario: Scenario, *, by_stage: bool, exempt: E
         for row in after["runs"]:
             if row["slug"] in loose:
                 top = at_top(seen[int(row["slug"].removeprefix("run-"))])
-                assert tuple(row[f] for f in CONTENT_FIELDS) in {s.content for s in top}
+                assert tuple(row[f] for f in COMPARED) in {s.content for s in top}
     finally:
         await engine.dispose()
 

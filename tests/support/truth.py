@@ -14,10 +14,13 @@ from syncd.normalize import V1_STATUS
 
 Rows = dict[str, dict[str, Any]]
 
-COMPARED = (
+# Every content column of `runs`, written out here (not taken from syncd) so the tests
+# check syncd's own lists rather than repeat them.
+RUN_FIELDS = (
     "worker_slug",
     "worker_title",
     "status",
+    "status_raw",
     "err_msg",
     "results",
     "usage_usd",
@@ -27,7 +30,10 @@ COMPARED = (
     "duration_s",
     "origin",
     "version",
+    "source",
 )
+# What syncd compares to decide that a row changed (not status_raw, not source).
+COMPARED = tuple(f for f in RUN_FIELDS if f not in ("status_raw", "source"))
 
 
 def _ts(value: int) -> dt.datetime | None:
