@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -24,9 +23,11 @@ from syncd.config import Settings, redact_url
 from syncd.database import (
     EMBEDDED_DB_NAME,
     current_revision,
+    database_exists,
     embedded_exists,
     head_revision,
     start_embedded_server,
+    url_for_database,
 )
 from syncd.endpoints import ENDPOINTS
 from syncd.errors import AuthError, ConfigError, SyncdError, describe_cause
@@ -111,29 +112,18 @@ async def check_database(settings: Settings) -> Finding:
             )
         try:
             admin = await asyncio.to_thread(start_embedded_server, settings.data_dir)
+            exists = await database_exists(admin, EMBEDDED_DB_NAME)
         except SyncdError as exc:
             return Finding("database", str(exc), EXIT_FAILED, {"embedded": True})
-        if not await _database_exists(admin, EMBEDDED_DB_NAME):
+        if not exists:
             return Finding(
                 "database",
                 f"embedded PostgreSQL running, database {EMBEDDED_DB_NAME!r} not created yet",
                 data={"embedded": True, "exists": False},
             )
-        url = make_url(admin).set(database=EMBEDDED_DB_NAME).render_as_string(hide_password=False)
+        url = url_for_database(admin, EMBEDDED_DB_NAME)
         where = f"embedded PostgreSQL in {settings.data_dir}"
     return await _schema_finding(url, where, embedded=settings.database_url is None)
-
-
-async def _database_exists(admin_url: str, name: str) -> bool:
-    engine = create_async_engine(admin_url)
-    try:
-        async with engine.connect() as conn:
-            found = await conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
-            )
-    finally:
-        await engine.dispose()
-    return found is not None
 
 
 async def _schema_finding(url: str, where: str, *, embedded: bool) -> Finding:

@@ -157,21 +157,39 @@ def _server_log_tail(pgdata: Path) -> str:
     return f"server log {pgdata / 'log'}: {last}"
 
 
+_DATABASE_EXISTS = text("SELECT 1 FROM pg_database WHERE datname = :name")
+
+
+def url_for_database(server_url: str, name: str) -> str:
+    """The URL of database `name` on the server behind `server_url`."""
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def database_exists(admin_url: str, name: str) -> bool:
+    engine = create_async_engine(admin_url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.scalar(_DATABASE_EXISTS, {"name": name})
+    except (SQLAlchemyError, OSError) as exc:
+        raise StorageError(f"cannot look for database {name!r}: {describe_cause(exc)}") from exc
+    finally:
+        await engine.dispose()
+    return found is not None
+
+
 async def ensure_database(admin_url: str, name: str) -> str:
     """Create database `name` on the server behind admin_url if missing; return its URL."""
     engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:
-            exists = await conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
-            )
+            exists = await conn.scalar(_DATABASE_EXISTS, {"name": name})
             if not exists:
                 await conn.execute(text(f'CREATE DATABASE "{name}"'))
     except (SQLAlchemyError, OSError) as exc:
         raise StorageError(f"cannot create database {name!r}: {describe_cause(exc)}") from exc
     finally:
         await engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    return url_for_database(admin_url, name)
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

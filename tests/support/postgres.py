@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from syncd.database import create_engine, migrate
+from syncd.database import create_engine, migrate, url_for_database
 
 
 def socket_url(socket_dir: Path | str, port: int, database: str = "postgres") -> str:
@@ -87,9 +87,7 @@ def embedded_postgres(prefix: str = "syncd-bench-") -> Iterator[EmbeddedPostgres
         pg.close()
 
 
-def database_url(server_url: str, name: str) -> str:
-    """The URL of database `name` on the server behind `server_url`."""
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+database_url = url_for_database  # the harness's name for it
 
 
 def asyncpg_dsn(url: str) -> str:
