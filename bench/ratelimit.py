@@ -36,6 +36,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -89,6 +90,11 @@ async def request_log(api_url: str) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(f"{api_url}/_fake/requests") as resp:
         records: list[dict[str, Any]] = orjson.loads(await resp.read())["requests"]
     return [r for r in records if r["path"].startswith("/api/")]
+
+
+def save_log(path: Path, log: list[dict[str, Any]]) -> None:
+    """The simulator's request log, for `python -m bench.timeline PATH`."""
+    path.write_bytes(orjson.dumps(log))
 
 
 def outcome(
@@ -198,6 +204,8 @@ async def main(args: argparse.Namespace) -> None:
                     else:
                         wall, failed = await baseline(api_url)
                     log = await request_log(api_url)
+                if args.log:
+                    save_log(Path(f"{args.log}.{client}.{scope}.json"), log)
                 results.append(outcome(client, scope, args, wall, log, failed=failed))
     print(render(results))
     print("targets (syncd): quota used >= 90 %, 429 share < 2 %, early = 0")
@@ -211,6 +219,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--burst", type=int, help="bucket size (default: one second's worth)")
     parser.add_argument("--scopes", default="endpoint,key", help="endpoint, key or both")
     parser.add_argument("--clients", default="syncd,baseline", help="syncd, baseline or both")
+    parser.add_argument(
+        "--log", metavar="PREFIX", help="write each request log to PREFIX.CLIENT.SCOPE.json"
+    )
     args = parser.parse_args()
     args.scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     args.clients = [c.strip() for c in args.clients.split(",") if c.strip()]

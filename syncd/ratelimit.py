@@ -80,6 +80,7 @@ GATE_RECHECK_S = 0.25  # a request waiting on a gate looks again this often
 QUEUE_SLACK_S = 0.05  # round trips this far above the lowest are not queueing yet
 SRTT_GAIN = 0.125  # TCP's smoothing of the round-trip time
 MIN_RTT_WINDOW_S = 30.0  # the lowest round trip is looked for this far back
+ANSWER_TURNS = 3  # event-loop turns a request yields, before it goes, to answers under way
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,15 +444,23 @@ class RateLimiter:
         # Look again after every wait: a rate limit seen by another request
         # meanwhile may have closed a gate.
         paced = False
+        landed = False  # answers already received were read since the last wait
         while True:
             if lane.in_flight >= lane.window:
                 paced = True
+                landed = False
                 self._changed.clear()
                 await self._changed.wait()
                 continue
             now = self._monotonic()
             send_at = self._send_at(lane, now, ceiling=False)
             if send_at <= now:
+                if not landed and self._answers_due():
+                    # An answer already on this machine may say "rate limited": let it be
+                    # read first, or this request goes out after the wait it announces began.
+                    await self._let_answers_land()
+                    landed = True
+                    continue
                 if self.policy.max_rate_per_s is None:
                     return self._take(lane, now, paced)
                 # The ceiling is the key's: endpoints take turns at it, first come
@@ -460,12 +469,23 @@ class RateLimiter:
                     return await self._wait_for_ceiling(lane, paced)
             paced = paced or send_at > max(lane.not_before, self.not_before)
             await self._nap(send_at - now)
+            landed = False
 
     async def _wait_for_ceiling(self, lane: Lane, paced: bool) -> Ticket:
         while (send_at := self._send_at(lane, now := self._monotonic())) > now:
             paced = True
             await self._nap(send_at - now)
         return self._take(lane, now, paced)
+
+    def _answers_due(self) -> bool:
+        return any(lane.in_flight for lane in self._lanes.values())
+
+    @staticmethod
+    async def _let_answers_land() -> None:
+        # A few turns of the event loop: one to read the socket, one to wake the task
+        # the answer belongs to, one for it to decode the answer and close the gate.
+        for _ in range(ANSWER_TURNS):
+            await asyncio.sleep(0)
 
     async def _nap(self, wait_s: float) -> None:
         # In steps: what the answers under way show about the quota's scope may

@@ -256,6 +256,27 @@ async def test_announced_gate_holds_every_endpoint_until_the_wait_is_over() -> N
     assert len(sent) == 3 and min(sent) >= 30.0
 
 
+async def test_a_rate_limit_being_read_holds_a_request_about_to_go() -> None:
+    """A request whose turn comes while an answer carrying Retry-After is being read (a few
+    event-loop turns behind) waits for the gate that answer closes; it is not sent first."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=100.0))
+    sent: list[float] = []
+
+    async def limited_answer() -> None:
+        async with limiter.slot("v1") as ticket:
+            await asyncio.sleep(0)  # the answer arrives ...
+            await asyncio.sleep(0)  # ... and is decoded a turn later
+        limiter.record_rate_limited(ticket, 2.0, announced=True)
+
+    async def next_request() -> None:
+        await asyncio.sleep(0)  # its turn comes while the answer above is in the socket
+        sent.append((await send(limiter, clock, "v2")).sent_at)
+
+    await asyncio.gather(limited_answer(), next_request())
+    assert sent == [pytest.approx(2.0)]
+
+
 async def test_a_wait_syncd_chose_holds_only_its_endpoint() -> None:
     """A rate limit without Retry-After closes the limited lane's gate, not the other's."""
     clock = FakeClock()
@@ -375,19 +396,24 @@ async def test_window_caps_requests_in_flight() -> None:
     fast = RatePolicy(initial_rate_per_s=1000.0, max_concurrency=3)
     limiter = limiter_on(clock, fast)
     in_flight = peak = 0
+    answer = asyncio.Event()
 
     async def request() -> None:
         nonlocal in_flight, peak
         async with limiter.slot("v1") as ticket:
             in_flight += 1
             peak = max(peak, in_flight)
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
+            await answer.wait()
             in_flight -= 1
         limiter.record_success(ticket)
 
-    await asyncio.gather(*(request() for _ in range(12)))
-    assert peak == 2  # before any round trip is measured the window is 2
+    tasks = [asyncio.ensure_future(request()) for _ in range(12)]
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert in_flight == 2  # before any round trip is measured the window is 2
+    answer.set()
+    await asyncio.gather(*tasks)
+    assert peak <= 3
     window = limiter.lane("v1").window
     assert 1 <= window <= 3
 
