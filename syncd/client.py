@@ -20,7 +20,7 @@ import ipaddress
 import random
 import ssl
 from collections.abc import Callable, Mapping
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -139,8 +139,23 @@ class CoreClawClient:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout_s),
                 connector=aiohttp.TCPConnector(ssl=self._ssl),
+                trace_configs=[self._gate_check()],
             )
         return self._session
+
+    def _gate_check(self) -> aiohttp.TraceConfig:
+        """A last look at the gates once the request has its connection, just before it is
+        written: a new connection takes a few turns of the event loop, in which a rate limit
+        read meanwhile may have closed them."""
+
+        async def hold(_: object, context: SimpleNamespace, __: object) -> None:
+            if isinstance(ticket := context.trace_request_ctx, Ticket):
+                await self._limiter.hold(ticket)
+
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(hold)
+        trace.on_connection_reuseconn.append(hold)
+        return trace
 
     # -- the two endpoints -------------------------------------------------
 
@@ -362,6 +377,7 @@ class CoreClawClient:
                     json=json_body,
                     headers=self._headers,
                     allow_redirects=False,  # a redirect must not carry the key to another host
+                    trace_request_ctx=ticket,
                 ) as response,
             ):
                 body = await response.read()

@@ -477,8 +477,24 @@ class RateLimiter:
             await self._nap(send_at - now)
         return self._take(lane, now, paced)
 
-    def _answers_due(self) -> bool:
-        return any(lane.in_flight for lane in self._lanes.values())
+    async def hold(self, ticket: Ticket) -> None:
+        """The last moment before `ticket`'s request is written (its connection in hand):
+        wait out a gate that closed after the slot was granted -- the connection took a
+        few turns of the event loop, and a rate limit was read meanwhile.  The request
+        is dated from when it really goes."""
+        lane = ticket.lane
+        if self._answers_due(besides=1):
+            await self._let_answers_land()
+        held = False
+        while (gate := max(lane.not_before, self.not_before)) > (now := self._monotonic()):
+            held = True
+            await self._nap(gate - now)
+        if held:
+            ticket.sent_at = lane.last_sent_at = self._last_sent_at = self._monotonic()
+
+    def _answers_due(self, besides: int = 0) -> bool:
+        """Requests other than `besides` of the caller's own are in flight."""
+        return sum(lane.in_flight for lane in self._lanes.values()) > besides
 
     @staticmethod
     async def _let_answers_land() -> None:

@@ -1,0 +1,49 @@
+"""The last look at the gates, between a request's slot and its first byte on the wire.
+
+A slot is granted, then the request waits for a connection (a new one takes a few
+turns of the event loop); a rate limit read meanwhile closes the gates.  The request
+must not go out before they open again: the server would count it as sent early.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from syncd.client import CoreClawClient
+from syncd.fakeapi import FakeApiConfig
+from syncd.ratelimit import RateLimiter, Ticket
+from tests.support.settings import settings_for
+from tests.support.simulator import serve
+
+KEY = "gate-key"
+WAIT_S = 0.3
+
+
+class GateClosesAfterTheSlot(RateLimiter):
+    """As if another request's Retry-After answer were read just after each slot is granted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed_until: list[float] = []
+
+    @asynccontextmanager
+    async def slot(self, endpoint: str = "") -> AsyncIterator[Ticket]:
+        async with super().slot(endpoint) as ticket:
+            until = time.monotonic() + WAIT_S
+            self._not_before = until
+            self.closed_until.append(until)
+            yield ticket
+
+
+async def test_a_gate_closed_after_the_slot_holds_the_request_until_it_opens() -> None:
+    async with serve(FakeApiConfig(runs=5, api_key=KEY)) as (api, url):
+        limiter = GateClosesAfterTheSlot()
+        settings = settings_for(url, None, KEY)
+        async with CoreClawClient(settings, limiter=limiter) as client:
+            await client.list_v1(page_index=1, page_size=5)  # a new connection
+            await client.list_v1(page_index=2, page_size=5)  # the same one, reused
+        arrived = [rec.time for rec in api.requests]
+        assert len(arrived) == 2 == len(limiter.closed_until)
+        assert all(at >= until for at, until in zip(arrived, limiter.closed_until, strict=True))
