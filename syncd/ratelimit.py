@@ -23,8 +23,13 @@ TCP finds a path's window:
   `probe_doubling_s` it holds, so capacity freed upstream (the other endpoint
   idle under a shared quota) is found in seconds, not minutes.  When the other
   endpoint goes quiet (its backfill done), a lane may also climb at recovery
-  speed to its rate plus the quiet one's: under a shared quota that is the
-  room just freed; under separate ones it costs one rate limit.
+  speed to its limit plus the quiet one's rate (once per quiet lane until its
+  next cut): under a shared quota that is the room just freed; under separate
+  ones it would cost a rate limit, so once the quotas are known to be per
+  endpoint it is not tried.
+* **sharing**: once the answers show one budget for the key, the lanes that
+  found a limit split what they found evenly, so neither backfill trails the
+  other (each cut from what it alone got through, and the faster one kept most).
 
 Each endpoint has its own lane (rate, window, measurements), so one
 endpoint's rate limit does not cut the other's rate when the quotas are
@@ -275,6 +280,8 @@ class Lane:
     _last_success_at: float | None = None
     _last_cut_at: float | None = None
     _measure_from: float | None = None
+    # Lanes gone quiet whose rate this lane's limit took over since its last cut.
+    borrowed: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.state = RateState.initial(self.policy)
@@ -337,6 +344,7 @@ class Lane:
         if cut:
             self.state = self.state.after_rate_limited(self.policy, self._accepted_per_s(now))
             self._last_cut_at = now
+            self.borrowed = frozenset()  # the cut measured what this lane really gets
         self.close_until(now + wait_s)
         return cut
 
@@ -350,6 +358,20 @@ class Lane:
         known = self.state.limit_per_s
         if known is not None and limit_per_s > known:
             self.state = replace(self.state, limit_per_s=limit_per_s, probe_s=0.0)
+
+    def borrow(self, quiet: dict[str, float]) -> None:
+        """Take over the rates of lanes gone quiet (name: rate), each once until the next cut:
+        the limit becomes this lane's plus theirs, not its *rate* plus theirs, or every answer
+        would raise it again and the rate would climb without bound."""
+        fresh = {name: rate for name, rate in quiet.items() if name not in self.borrowed}
+        known = self.state.limit_per_s
+        if fresh and known is not None:
+            self.allow_up_to(known + sum(fresh.values()))
+            self.borrowed |= fresh.keys()
+
+    def share(self, rate_per_s: float, limit_per_s: float) -> None:
+        """Set this lane to its share of a budget the key's lanes turned out to have in common."""
+        self.state = RateState(rate_per_s=rate_per_s, limit_per_s=limit_per_s)
 
     def leave_slow_start_at(self, limit_per_s: float) -> None:
         """Another lane of the key found its limit and settled at `limit_per_s`: growing
@@ -533,20 +555,40 @@ class RateLimiter:
         """An accepted request: measure it, and grow the lane if it waited for the controller."""
         lane, now = ticket.lane, self._monotonic()
         lane.on_success(now, ticket)
-        self._scope.on_answer(lane.name, sent_at=ticket.sent_at, refused=False, now=now)
+        self._on_answer(lane, ticket, refused=False, now=now)
         others = [o for o in self._lanes.values() if o is not lane]
         if lane.limit_per_s is None:
             settled = [o.rate_per_s for o in others if o.limit_per_s is not None]
             if settled:
                 lane.leave_slow_start_at(max(settled))
-        else:
+        elif self.scope is not QuotaScope.ENDPOINT:
             # An endpoint gone quiet (its backfill done) may have left room under a
-            # shared quota: climb towards this rate plus its, at recovery speed.  Under
-            # quotas per endpoint that costs one rate limit, which measures the real one.
-            freed = sum(o.rate_per_s for o in others if o.idle(now))
-            if freed:
-                lane.allow_up_to(lane.rate_per_s + freed)
+            # shared quota: climb towards this lane's limit plus its rate, at recovery
+            # speed.  Should the quotas be per endpoint after all, that costs one rate
+            # limit, which measures the real one.
+            lane.borrow({o.name: o.rate_per_s for o in others if o.idle(now)})
         self._changed.set()  # the window may have grown
+
+    def _on_answer(self, lane: Lane, ticket: Ticket, *, refused: bool, now: float) -> None:
+        before = self.scope
+        self._scope.on_answer(lane.name, sent_at=ticket.sent_at, refused=refused, now=now)
+        if before is not QuotaScope.KEY and self.scope is QuotaScope.KEY:
+            self._share_equally()
+
+    def _share_equally(self) -> None:
+        """The lanes' budgets are one: split it evenly between the lanes that found a limit.
+
+        Each lane cut from what it alone got through, so the one that happened to be
+        faster keeps most of the key's quota, and the other's backfill trails behind it;
+        even shares let both finish together, and a lane gone quiet lends its share.
+        """
+        settled = [lane for lane in self._lanes.values() if lane.limit_per_s is not None]
+        if len(settled) < 2:
+            return
+        rate = sum(lane.rate_per_s for lane in settled) / len(settled)
+        limit = sum(lane.limit_per_s or 0.0 for lane in settled) / len(settled)
+        for lane in settled:
+            lane.share(rate, limit)
 
     def record_rate_limited(self, ticket: Ticket, wait_s: float, *, announced: bool) -> float:
         """Slow the ticket's lane and close gates for `wait_s`: every lane's when upstream
@@ -555,7 +597,7 @@ class RateLimiter:
         if lane.on_rate_limited(now, wait_s, ticket.rtt_s):
             rtt_s = lane.srtt_s if lane.srtt_s is not None else 0.0
             self._scope.on_event(lane.name, sent_at=ticket.sent_at, now=now, rtt_s=rtt_s)
-        self._scope.on_answer(lane.name, sent_at=ticket.sent_at, refused=True, now=now)
+        self._on_answer(lane, ticket, refused=True, now=now)
         if announced:
             self._not_before = max(self._not_before, now + wait_s)
         self._changed.set()

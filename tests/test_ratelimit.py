@@ -480,7 +480,55 @@ async def test_a_quiet_endpoint_leaves_room_for_the_other() -> None:
     assert v2.limit_per_s == limit_while_busy
     clock.now = busy.sent_at + 5.0
     await send(limiter, clock, "v2")
-    assert v2.limit_per_s == pytest.approx(v2.rate_per_s + v1_rate)
+    assert v2.limit_per_s == pytest.approx(limit_while_busy + v1_rate)
+    for _ in range(20):  # v1's rate is taken over once: the limit does not climb with the rate
+        await send(limiter, clock, "v2")
+    assert v2.limit_per_s == pytest.approx(limit_while_busy + v1_rate)
+    assert v2.rate_per_s > limit_while_busy  # climbing towards it meanwhile
+
+
+async def test_a_quiet_endpoint_lends_nothing_when_quotas_are_per_endpoint() -> None:
+    """Separate budgets: v1 going quiet frees nothing of v2's, so v2's limit stays its own."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=1000.0,
+                                        max_concurrency=8))  # fmt: skip
+    for lane in ("v1", "v2"):
+        await send(limiter, clock, lane, rtt_s=0.1)
+    await _budget_runs_out_on_v1(limiter, clock, "aaa")
+    clock.now += 0.5
+    v2 = limiter.lane("v2")
+    await send(limiter, clock, "v2")
+    assert limiter.scope == "endpoint"
+    limiter.record_rate_limited(await send_only(limiter, "v2"), 0.0, announced=False)
+    limit = v2.limit_per_s
+    clock.now += 5.0  # v1 quiet for a while
+    for _ in range(5):
+        await send(limiter, clock, "v2")
+    assert v2.limit_per_s == limit
+
+
+async def test_lanes_share_a_budget_evenly_once_it_shows_to_be_one() -> None:
+    """Each lane cut from what it alone got through (v1 more than v2); once their answers show
+    one budget, both get half of what they found together, so neither backfill trails."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, max_concurrency=8))
+    v1, v2 = limiter.lane("v1"), limiter.lane("v2")
+    for lane in ("v1", "v2"):
+        await send(limiter, clock, lane, rtt_s=0.1)
+    v1.state = RateState(rate_per_s=6.0, limit_per_s=6.0)
+    v2.state = RateState(rate_per_s=2.0, limit_per_s=2.0)
+    v1_tickets = [await send_only(limiter, "v1") for _ in range(3)]
+    v2_ticket = await send_only(limiter, "v2")
+    clock.now += 0.1
+    for ticket in v1_tickets:
+        limiter.record_rate_limited(ticket, 0.0, announced=False)
+    assert limiter.scope == "unknown"
+    v1_alone = v1.rate_per_s  # 3/s: its own cut
+    limiter.record_rate_limited(v2_ticket, 0.0, announced=False)  # refused too: one budget
+    assert limiter.scope == "key"
+    v2_alone = RateState(2.0, 2.0).after_rate_limited(limiter.policy, None).rate_per_s
+    assert v1.rate_per_s == v2.rate_per_s == pytest.approx((v1_alone + v2_alone) / 2)
+    assert v1.limit_per_s == v2.limit_per_s == pytest.approx((v1_alone + v2_alone) / 2)
 
 
 async def _budget_runs_out_on_v1(limiter: RateLimiter, clock: FakeClock, v2: str) -> Ticket:
