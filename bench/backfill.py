@@ -57,7 +57,7 @@ from syncd.database import create_engine
 from syncd.logs import configure_logging
 from syncd.models import Page, Run, Source
 from syncd.normalize import split_page
-from syncd.storage import CREATE_STAGE_SQL, MERGE, STAGE_COLUMNS, STAGE_TABLE
+from syncd.storage import CREATE_STAGE_SQL, MERGE, STAGE_COLUMNS, STAGE_TABLE, stage_row
 from tests.support.postgres import asyncpg_dsn, drop_database, embedded_postgres, migrated_database
 from tests.support.processes import measure_syncd, user_env
 from tests.support.simulator import simulator_process
@@ -210,7 +210,7 @@ async def ceiling(api_url: str, db_url: str, runs: int) -> dict[str, Any]:
                 raw = (await conn.get_raw_connection()).driver_connection
                 assert raw is not None
                 await raw.copy_records_to_table(
-                    STAGE_TABLE, records=map(tuple, batch), columns=STAGE_COLUMNS
+                    STAGE_TABLE, records=map(stage_row, batch), columns=STAGE_COLUMNS
                 )
                 await conn.execute(MERGE, {"observed_at": at})
             spent += time.perf_counter() - started

@@ -72,6 +72,31 @@ async def test_insert_creates_run_history_and_worker(store: Store, engine: Async
     ]
 
 
+@pytest.mark.parametrize(
+    ("usage", "started"),
+    [
+        (Decimal("1E+2"), dt.datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC)),
+        (Decimal("0.000"), dt.datetime(1969, 7, 20, 20, 17, 40, 500_001, tzinfo=dt.UTC)),
+        (Decimal("-12345678901234567890.123456789"), dt.datetime(1, 1, 1, tzinfo=dt.UTC)),
+        (None, dt.datetime(2026, 3, 12, 8, 0, 0, 1, tzinfo=dt.timezone(dt.timedelta(hours=5)))),
+    ],
+)
+async def test_staged_values_arrive_exactly(
+    store: Store, engine: AsyncEngine, usage: Decimal | None, started: dt.datetime
+) -> None:
+    """Usage and times travel through the stage as text and epoch microseconds, unchanged."""
+    await store.save_batch(
+        Source.V2, [make_run(usage_usd=usage, started_at=started)], observed_at=at(0)
+    )
+    row = await run_row(engine)
+    assert row["usage_usd"] == usage and row["started_at"] == started
+    # The scale too: as a numeric parameter (asyncpg's binary encoding) would store it.
+    [stored] = await fetch(engine, "SELECT usage_usd::text AS t FROM runs")
+    [direct] = await fetch(engine, "SELECT CAST(:u AS numeric)::text AS t", u=usage)
+    assert stored == direct
+    assert row["finished_at"] is None
+
+
 async def test_unchanged_observation_writes_nothing(store: Store, engine: AsyncEngine) -> None:
     """Re-saving identical content leaves the row's xmin and timestamps untouched."""
     await store.save_batch(Source.V2, [make_run()], observed_at=at(0))
