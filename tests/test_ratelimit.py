@@ -62,19 +62,23 @@ def test_gain_per_s(state: RateState, policy: RatePolicy, gain: float) -> None:
     assert state.gain_per_s(policy) == pytest.approx(gain)
 
 
+@pytest.mark.parametrize("growth", [1.5, 2.0])
 @pytest.mark.parametrize(
     ("start", "rtt_s"),
     [(2.0, 0.15), (20.0, 0.15), (40.0, 0.15), (10.0, 0.005), (300.0, 0.3)],
 )
-def test_slow_start_doubles_per_round_trip_of_answers(start: float, rtt_s: float) -> None:
-    """Before any rate limit, the answers of one round trip (rate x rtt of them) double the
-    rate, at any latency; when fewer than one answer arrives per round trip, each doubles it."""
-    policy = replace(POLICY, max_rate_per_s=None)
+def test_slow_start_grows_per_round_trip_of_answers(
+    start: float, rtt_s: float, growth: float
+) -> None:
+    """Before any rate limit, the answers of one round trip (rate x rtt of them) multiply the
+    rate by the growth, at any latency; when fewer than one answer arrives per round trip,
+    each does."""
+    policy = replace(POLICY, max_rate_per_s=None, slow_start_growth=growth)
     state = RateState(start)
     answers = max(1, round(start * rtt_s))
     for _ in range(answers):
         state = state.after_success(policy, sending_s=0.0, rtt_s=rtt_s)
-    assert state.rate_per_s == pytest.approx(2 * start, rel=0.01)
+    assert state.rate_per_s == pytest.approx(growth * start, rel=0.01)
 
 
 @pytest.mark.parametrize(
@@ -335,11 +339,11 @@ async def test_requests_that_wait_raise_the_rate_idle_ones_do_not() -> None:
     lane = limiter.lane()
     await send(limiter, clock)  # went at once: earns nothing
     assert lane.rate_per_s == 2.0
-    await send(limiter, clock)  # waited 0.5 s for the rate: slow start doubles it
-    assert lane.rate_per_s == pytest.approx(4.0)
+    await send(limiter, clock)  # waited 0.5 s for the rate: slow start raises it by half
+    assert lane.rate_per_s == pytest.approx(3.0)
     clock.now += 60.0  # idle: the next request does not wait
     await send(limiter, clock)
-    assert lane.rate_per_s == pytest.approx(4.0)
+    assert lane.rate_per_s == pytest.approx(3.0)
 
 
 async def test_growth_holds_while_latency_inflates() -> None:
