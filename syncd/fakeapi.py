@@ -29,8 +29,8 @@ against each answer:
   ``rate_limit_burst``) and its Retry-After blocking belong to: ``key`` (one
   bucket per API key, shared by both endpoints) or ``endpoint`` (one per key and
   endpoint).  ``RequestRecord.early`` means the request arrived after an answer
-  with Retry-After for the same bucket had reached the client (its round trip
-  included) and before that wait was over.
+  with Retry-After for the same bucket had left for the client (after its round
+  trip, when it was really sent) and before that wait was over.
 * ``latency_ms`` / ``latency_jitter_ms`` -- a far API: every ``/api/`` answer is
   held back that long (plus or minus a seeded uniform jitter), computed on
   arrival and then delivered after an ``asyncio.sleep``, so concurrent requests
@@ -219,6 +219,7 @@ class FakeApi:
         self.requests: list[RequestRecord] = []
         self._rejects: dict[int, dict[str, Any]] = {}
         self._buckets: dict[tuple[str, Api | None], _Bucket] = {}
+        self._announcing: dict[int, tuple[_Bucket, float]] = {}  # Retry-Afters on their way
         self._rate_rng = random.Random(mix(config.seed, 1, 200))
         self._faults = _Faults(random.Random(mix(config.seed, 2, 200)))
         self._latency_rng = random.Random(mix(config.seed, 3, 200))
@@ -282,7 +283,12 @@ class FakeApi:
             answer = await self._answer(request, api, rec, params)
         except _ApiError as err:
             answer = self._error_response(rec, api, err)
-        await self._far_away(rec)
+        try:
+            await self._far_away(rec)
+        except BaseException:
+            self._announcing.pop(id(rec), None)  # the client went: nothing was announced
+            raise
+        self._announce(rec)
         if isinstance(answer, bytes):  # "reset": half of this body, then a dropped connection
             return self._finish(rec, await _reset_midway(request, answer))
         return self._finish(rec, answer)
@@ -295,6 +301,18 @@ class FakeApi:
             rec.latency_s = max(0.0, cfg.latency_ms + jitter) / 1000
         self.requests.append(rec)
         return rec
+
+    def _announce(self, rec: RequestRecord) -> None:
+        """A Retry-After leaves now: the wait it announces runs, for the client, from here.
+
+        Now, not when the answer was computed plus its round trip: on a busy machine
+        the answer goes out late, and the client cannot honour what it has not got.
+        """
+        announcing = self._announcing.pop(id(rec), None)
+        if announcing is not None:
+            bucket, wait_s = announcing
+            delivered = time.monotonic()
+            bucket.announced.append((delivered, delivered + wait_s))
 
     @staticmethod
     async def _far_away(rec: RequestRecord) -> None:
@@ -389,8 +407,7 @@ class FakeApi:
         if rng.random() < cfg.retry_after_ratio:
             wait_s = max(1, math.ceil(max(bucket.blocked_until - now, (1 - bucket.tokens) / rps)))
             bucket.blocked_until = max(bucket.blocked_until, now + wait_s)
-            delivered = now + rec.latency_s
-            bucket.announced.append((delivered, delivered + wait_s))
+            self._announcing[id(rec)] = (bucket, float(wait_s))
             if rng.random() < cfg.retry_after_date_ratio:  # whole seconds: round up, plus margin
                 value = email.utils.formatdate(math.floor(time.time() + wait_s) + 2, usegmt=True)
             else:

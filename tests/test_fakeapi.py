@@ -836,3 +836,30 @@ async def test_early_is_judged_per_bucket(
         assert [c == 0 for c in codes] == [True, False, True, False, False, False]
         assert early == [False, False, False, False, True, True]
     assert announced[1] and not announced[0]
+
+
+async def test_an_announced_wait_runs_from_when_its_answer_really_left(
+    serve: Serve, http: aiohttp.ClientSession
+) -> None:
+    """A busy simulator sends a Retry-After answer late: the wait (and what counts as
+    early) runs from then, not from when the answer was due, or a client that could not
+    have read it yet would be blamed."""
+    api, url = await serve(
+        runs=10,
+        scenarios=frozenset({"ratelimit"}),
+        rate_limit_rps=0.01,
+        rate_limit_burst=1,
+        retry_after_ratio=1.0,
+        retry_after_date_ratio=0,
+        latency_ms=50,
+    )
+    assert await call(http, url, "v2") == 0
+    # The loop is stuck for 0.2 s while the refusal's round trip runs.
+    asyncio.get_running_loop().call_later(0.01, time.sleep, 0.2)
+    assert await call(http, url, "v2") == 13000
+    refused = api.requests[1]
+    assert refused.retry_after_s is not None
+    (bucket,) = api._buckets.values()
+    ((starts, ends),) = bucket.announced
+    assert starts >= refused.time + 0.2  # not arrival + 50 ms
+    assert ends == pytest.approx(starts + refused.retry_after_s)
