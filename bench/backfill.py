@@ -55,9 +55,9 @@ from sqlalchemy import text
 from syncd.config import Settings
 from syncd.database import create_engine
 from syncd.logs import configure_logging
-from syncd.models import Page, Run, Source
+from syncd.models import Page, Run, Source, stage_row
 from syncd.normalize import split_page
-from syncd.storage import CREATE_STAGE_SQL, MERGE, STAGE_COLUMNS, STAGE_TABLE, stage_row
+from syncd.storage import CREATE_STAGE_SQL, MERGE, STAGE_COLUMNS, STAGE_TABLE
 from tests.support.postgres import asyncpg_dsn, drop_database, embedded_postgres, migrated_database
 from tests.support.processes import measure_syncd, user_env
 from tests.support.simulator import simulator_process

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 
 class Source(StrEnum):
@@ -79,10 +80,9 @@ class Page:
 class Run(NamedTuple):
     """One run as stored in `runs`: both upstream shapes normalised into this.
 
-    A NamedTuple on purpose: it is built once per upstream item (millions in a
-    backfill), and it is the record COPY sends, field for field
-    (storage.STAGE_COLUMNS): only the tuple is copied on the way to PostgreSQL,
-    never a value.
+    A NamedTuple on purpose: it may be built once per upstream item (millions in
+    a backfill), and its fields are the stage's columns (storage.STAGE_COLUMNS).
+    A full scan's batches skip it: normalize builds their runs as `StageRow`s.
     """
 
     slug: str
@@ -100,6 +100,58 @@ class Run(NamedTuple):
     origin: str | None
     version: str | None
     source: Source
+
+
+# A run as COPY sends it to the merge's stage (storage.py): Run's fields in order,
+# but usage as its decimal text and the two times as microseconds since the epoch.
+# asyncpg encodes those cheaply; its numeric and timestamptz encoders cost about
+# 2 us a value, which was most of a row's COPY.  normalize builds these straight
+# from the upstream values; the two functions below convert exactly.
+StageRow = tuple[Any, ...]
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def stage_row(run: Run) -> StageRow:
+    """`run` in the stage's shape."""
+    usage, started, finished = run[7], run[9], run[10]
+    return (*run[:7], None if usage is None else str(usage), run[8],
+            None if started is None else (started - _EPOCH) // _MICROSECOND,
+            None if finished is None else (finished - _EPOCH) // _MICROSECOND,
+            *run[11:])  # fmt: skip
+
+
+def run_from_stage(row: StageRow) -> Run:
+    """The Run a stage row holds (times in UTC)."""
+    usage, started, finished = row[7], row[9], row[10]
+    return Run._make((*row[:7], None if usage is None else Decimal(usage), row[8],
+                      None if started is None else _EPOCH + started * _MICROSECOND,
+                      None if finished is None else _EPOCH + finished * _MICROSECOND,
+                      *row[11:]))  # fmt: skip
+
+
+class StagedRuns(Sequence[Run]):
+    """Runs held as stage rows: the store COPYs `rows` as they are; anyone else reads Runs."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[StageRow]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Run]:
+        return map(run_from_stage, self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Run: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Run]: ...
+    def __getitem__(self, index: int | slice) -> Run | list[Run]:
+        if isinstance(index, slice):
+            return [run_from_stage(row) for row in self.rows[index]]
+        return run_from_stage(self.rows[index])
 
 
 @dataclass(frozen=True, slots=True)

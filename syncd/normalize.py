@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from syncd.models import Page, Reject, Run, Source, Status
+from syncd.models import Page, Reject, Run, Source, StagedRuns, StageRow, Status, stage_row
 
 V1_STATUS: dict[int, Status] = {
     1: Status.READY,
@@ -76,9 +76,12 @@ _PLAIN_STATUS: dict[int | str, tuple[Status, str]] = {
     **{code: (status, str(code)) for code, status in V1_STATUS.items()},
     **{text: (status, text) for text, status in V2_STATUS.items()},
 }
-# Usage amounts repeat a lot ("0", "0.065"): parsed Decimals (immutable) are
-# remembered by their exact text.  Bounded in entries and key length.
-_USAGE_CACHE: dict[str, Decimal] = {}
+# Usage amounts repeat a lot ("0", "0.065"): parsed Decimals (immutable), with the
+# text the stage gets (str of the Decimal: canonical ASCII that PostgreSQL reads as
+# the same numeric), are remembered by their exact text.  Bounded in entries and
+# key length.
+_USAGE_CACHE: dict[str, tuple[Decimal, str]] = {}
+_US_PER_S = 1_000_000
 _USAGE_CACHE_ENTRIES = 8192
 _USAGE_CACHE_KEY_CHARS = 40
 
@@ -88,6 +91,37 @@ def _fast(item: dict[str, Any], source: Source) -> Run | None:
 
     It must agree with `_careful` on every item it accepts (a test checks).
     """
+    values = _validated(item)
+    if values is None:
+        return None
+    (slug, worker, title, status, err, results, usage, traffic, started, finished, duration,
+     origin, version) = values  # fmt: skip
+    # 0 and absent both mean "not set".  Exact integer arithmetic, as in `_timestamp`
+    # (not fromtimestamp: the C library applies leap seconds under TZ=right/...).
+    start_time = _EPOCH + _ONE_SECOND * started if started else None
+    finish_time = _EPOCH + _ONE_SECOND * finished if finished else None
+    return _new_tuple(Run, (slug, worker, title, status[0], status[1], err, results,
+                            None if usage is None else usage[0], traffic, start_time,
+                            finish_time, duration, origin, version, source))  # fmt: skip
+
+
+def _fast_staged(item: dict[str, Any], source: Source) -> StageRow | None:
+    """`_fast`, but the run in the stage's shape (models.StageRow): no Decimal or datetime
+    is built for a run that goes straight to COPY."""
+    values = _validated(item)
+    if values is None:
+        return None
+    (slug, worker, title, status, err, results, usage, traffic, started, finished, duration,
+     origin, version) = values  # fmt: skip
+    return (slug, worker, title, status[0], status[1], err, results,
+            None if usage is None else usage[1], traffic,
+            started * _US_PER_S if started else None, finished * _US_PER_S if finished else None,
+            duration, origin, version, source)  # fmt: skip
+
+
+def _validated(item: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The fast path's fields of `item` -- status as (Status, status_raw), usage as
+    (Decimal, its text) -- or None when the careful path must decide."""
     try:
         values = _read_fields(item)
     except KeyError:  # an absent field reads as None, as in `_careful`
@@ -116,23 +150,19 @@ def _fast(item: dict[str, Any], source: Source) -> Run | None:
     if usage is not None:
         if type(usage) is not str:
             return None
-        usd = _USAGE_CACHE.get(usage)  # not `or`: Decimal("0") is false
+        usd = _USAGE_CACHE.get(usage)
         if usd is None:
             usd = _plain_usage(usage)
             if usd is None:
                 return None
         usage = usd
-    # 0 and absent both mean "not set".  Exact integer arithmetic, as in `_timestamp`
-    # (not fromtimestamp: the C library applies leap seconds under TZ=right/...).
-    start_time = _EPOCH + _ONE_SECOND * started if started else None
-    finish_time = _EPOCH + _ONE_SECOND * finished if finished else None
-    return _new_tuple(Run, (slug, worker, title, status[0], status[1], err, results, usage,
-                            traffic, start_time, finish_time, duration, origin, version,
-                            source))  # fmt: skip
+    return (slug, worker, title, status, err, results, usage, traffic, started, finished,
+            duration, origin, version)  # fmt: skip
 
 
-def _plain_usage(text: str) -> Decimal | None:
-    """The Decimal for a plain, finite decimal string (remembered); None if it is not plain."""
+def _plain_usage(text: str) -> tuple[Decimal, str] | None:
+    """The Decimal for a plain, finite decimal string and its staged text (remembered);
+    None if it is not plain."""
     if not text or text != text.strip():
         return None
     try:
@@ -141,11 +171,12 @@ def _plain_usage(text: str) -> Decimal | None:
         return None
     if not usage.is_finite():
         return None
+    entry = (usage, str(usage))
     if len(text) <= _USAGE_CACHE_KEY_CHARS:
         if len(_USAGE_CACHE) >= _USAGE_CACHE_ENTRIES:
             _USAGE_CACHE.clear()
-        _USAGE_CACHE[text] = usage
-    return usage
+        _USAGE_CACHE[text] = entry
+    return entry
 
 
 # -- the careful path ---------------------------------------------------------
@@ -321,19 +352,49 @@ def split_page(page: Page, source: Source) -> tuple[list[Run], list[Reject]]:
     return runs, rejects
 
 
+def stage_page(page: Page, source: Source) -> tuple[list[StageRow], list[Reject]]:
+    """`split_page`, the runs in the stage's shape (models.StageRow)."""
+    rows: list[StageRow] = []
+    rejects: list[Reject] = []
+    for item in page.items:
+        if type(item) is dict:
+            row = _fast_staged(item, source)
+            if row is not None:
+                rows.append(row)
+                continue
+        run, reject = _careful(item, source)
+        if run is not None:
+            rows.append(stage_row(run))
+        if reject is not None:
+            rejects.append(reject)
+    return rows, rejects
+
+
 @dataclass(slots=True)
 class Batch:
-    """Pages normalised as they arrive and gathered for one transaction."""
+    """Pages normalised as they arrive and gathered for one transaction.
 
-    runs: list[Run] = field(default_factory=list)
+    The runs are kept as stage rows, what the store COPYs (`staged`); `runs` builds them
+    as Runs for whoever reads them.
+    """
+
+    rows: list[StageRow] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     pages: int = 0
     items: int = 0  # upstream items, duplicates and rejects included
     observed_at: dt.datetime | None = None  # when the last page was fetched
 
+    @property
+    def runs(self) -> list[Run]:
+        return list(self.staged)
+
+    @property
+    def staged(self) -> StagedRuns:
+        return StagedRuns(self.rows)
+
     def add(self, page: Page, source: Source) -> None:
-        runs, rejects = split_page(page, source)
-        self.runs += runs
+        rows, rejects = stage_page(page, source)
+        self.rows += rows
         self.rejects += rejects
         self.pages += 1
         self.items += len(page.items)

@@ -43,7 +43,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from syncd.clock import SYSTEM_CLOCK, Clock
 from syncd.errors import StorageError, describe_cause
-from syncd.models import IN_FLIGHT_STATUSES, Reject, Run, Source, StoreResult
+from syncd.models import (
+    IN_FLIGHT_STATUSES,
+    Reject,
+    Run,
+    Source,
+    StagedRuns,
+    StoreResult,
+    stage_row,
+)
 from syncd.schema import run_status_history, runs, sync_rejects, sync_state, workers
 
 log = structlog.get_logger("syncd.storage")
@@ -69,18 +77,16 @@ _DISCONNECT_MARKERS = (
 )
 
 STAGE_TABLE = "_syncd_stage"
-# The stage holds Run records field for field (`stage_row`); batch order
+# The stage holds Run records field for field (models.StageRow); batch order
 # survives in ctid, the observation time is a parameter.
 STAGE_COLUMNS = Run._fields
 # What "changed" compares.  Not status_raw or source: v1 says 3 where v2 says
 # "succeeded", and that alone must not rewrite a row.
 CONTENT_COLUMNS = tuple(c for c in STAGE_COLUMNS if c not in ("slug", "status_raw", "source"))
 
-# asyncpg's binary COPY encoders for numeric and timestamptz cost about 2 us a
-# value (Decimal.as_tuple, datetime arithmetic): three of them were most of a
-# row's COPY.  The stage takes usage as text and times as microseconds since
-# the epoch (cheap to encode), and `incoming` turns them back exactly, so the
-# merge and the digests see the same values as before.
+# Usage arrives as text and times as microseconds since the epoch (cheap for
+# asyncpg to encode, see models.StageRow); `incoming` turns them back exactly,
+# so the merge and the digests see the same values as with the stored types.
 CREATE_STAGE_SQL = f"""
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (
     slug text, worker_slug text, worker_title text, status text, status_raw text,
@@ -89,17 +95,6 @@ CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} (
     version text, source text
 ) ON COMMIT DELETE ROWS
 """
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MICROSECOND = dt.timedelta(microseconds=1)
-
-
-def stage_row(run: Run) -> tuple[Any, ...]:
-    """`run` as the stage's COPY takes it (see CREATE_STAGE_SQL)."""
-    usage, started, finished = run[7], run[9], run[10]
-    return (*run[:7], None if usage is None else str(usage), run[8],
-            None if started is None else (started - _EPOCH) // _MICROSECOND,
-            None if finished is None else (finished - _EPOCH) // _MICROSECOND,
-            *run[11:])  # fmt: skip
 
 
 def _from_epoch_us(column: str) -> str:
@@ -359,7 +354,8 @@ class Store:
         await conn.execute(text(CREATE_STAGE_SQL))
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
-        records = map(stage_row, batch)
+        # Runs normalize staged already go as they are (see models.StageRow).
+        records = batch.rows if isinstance(batch, StagedRuns) else map(stage_row, batch)
         await driver.copy_records_to_table(STAGE_TABLE, records=records, columns=STAGE_COLUMNS)
         row = (await conn.execute(MERGE, {"observed_at": at})).one()
         result.inserted, result.updated, result.history_added = row[0], row[1], row[2]

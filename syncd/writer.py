@@ -41,7 +41,7 @@ class BatchWriter:
         assert batch.observed_at is not None, "a batch holds at least one page"
         result = await self.store.save_batch(
             self.stream,
-            batch.runs,
+            batch.staged,
             batch.rejects,
             observed_at=batch.observed_at,
             progress=PageProgress(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 
@@ -11,10 +12,22 @@ from syncd.models import (
     STATUS_RANK,
     TERMINAL_STATUSES,
     Page,
+    Run,
     Source,
+    StagedRuns,
     Status,
     StoreResult,
+    run_from_stage,
+    stage_row,
 )
+
+RUN = Run(
+    slug="R1", worker_slug="w", worker_title=None, status=Status.SUCCEEDED, status_raw="3",
+    err_msg="", results=5, usage_usd=Decimal("0.0650"), traffic_bytes=2**40,
+    started_at=dt.datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC),
+    finished_at=dt.datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC),
+    duration_s=7, origin="api", version=None, source=Source.V1,
+)  # fmt: skip
 
 
 def test_every_status_is_ranked_and_either_terminal_in_flight_or_unknown() -> None:
@@ -74,3 +87,25 @@ def test_store_result_add_sums_counts_but_not_changed_slugs() -> None:
         5, 2, 2, 1, 3,
     )  # fmt: skip
     assert total.changed_slugs == frozenset({"a"})
+
+
+@pytest.mark.parametrize(
+    "run",
+    [RUN, RUN._replace(usage_usd=None, started_at=None, finished_at=None),
+     RUN._replace(usage_usd=Decimal("1E+2"), started_at=dt.datetime(1, 1, 1, tzinfo=dt.UTC))],
+)  # fmt: skip
+def test_a_stage_row_holds_the_run_exactly(run: Run) -> None:
+    """Usage as text and times as epoch microseconds convert back to the same values."""
+    row = stage_row(run)
+    assert row[7] is None or isinstance(row[7], str)
+    assert all(v is None or type(v) is int for v in (row[9], row[10]))
+    back = run_from_stage(row)
+    assert back == run and str(back.usage_usd) == str(run.usage_usd)
+
+
+def test_staged_runs_read_as_runs() -> None:
+    """StagedRuns keeps stage rows and reads them as Runs: length, iteration, indexes, slices."""
+    other = RUN._replace(slug="R2")
+    staged = StagedRuns([stage_row(RUN), stage_row(other)])
+    assert len(staged) == 2 and list(staged) == [RUN, other]
+    assert staged[1] == other and staged[-2] == RUN and staged[1:] == [other]

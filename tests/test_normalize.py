@@ -13,8 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd import normalize as normalize_module
-from syncd.models import Page, Source, Status
-from syncd.normalize import Batch, _careful, _fast, normalize, parse_status, split_page
+from syncd.models import Page, Source, Status, run_from_stage, stage_row
+from syncd.normalize import (
+    Batch,
+    _careful,
+    _fast,
+    normalize,
+    parse_status,
+    split_page,
+    stage_page,
+)
 
 V1_ITEM: dict[str, Any] = {
     "status": 3,
@@ -46,6 +54,9 @@ V2_ITEM: dict[str, Any] = {
     "usage": "1.00",
     "version": "latest",
 }
+
+
+T_PAGE = dt.datetime(2026, 3, 12, 8, 0, tzinfo=dt.UTC)
 
 
 def utc(ts: int) -> dt.datetime:
@@ -291,6 +302,25 @@ def test_fast_path_agrees_with_careful_path(
         assert careful.reject is None
         assert fast == careful.run
         assert [type(a) for a in fast] == [type(b) for b in careful.run]
+
+
+@given(
+    base=st.sampled_from([V1_ITEM, V2_ITEM]),
+    changes=st.dictionaries(st.sampled_from(_FIELDS), _values, max_size=4),
+    source=st.sampled_from(list(Source)),
+)
+@settings(max_examples=400, deadline=None)
+def test_staged_page_holds_what_split_page_makes(
+    base: dict[str, Any], changes: dict[str, Any], source: Source
+) -> None:
+    """A batch's stage rows, fast or careful, are split_page's runs in the stage's shape."""
+    page = Page(items=[{**base, **changes}, base, "junk"], count=None, fetched_at=T_PAGE)
+    runs, rejects = split_page(page, source)
+    rows, staged_rejects = stage_page(page, source)
+    assert rows == [stage_row(r) for r in runs]
+    assert [list(map(type, row)) for row in rows] == [list(map(type, stage_row(r))) for r in runs]
+    assert [run_from_stage(row) for row in rows] == runs
+    assert staged_rejects == rejects
 
 
 def test_fast_path_takes_the_vendor_examples() -> None:
