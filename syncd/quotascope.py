@@ -25,6 +25,9 @@ from enum import StrEnum
 
 STRONG_EVENT = 3  # the limited endpoint's own refusals in the window
 MIN_ANSWERS = 3  # the other endpoint's answers in the window
+# The window's last requests went when its first refusal came back; their answers are
+# in one round trip later, give or take the jitter of a far API's round trips.
+ANSWERS_IN_RTTS = 1.5
 
 
 class QuotaScope(StrEnum):
@@ -54,7 +57,7 @@ class ScopeLearner:
     def on_event(self, endpoint: str, *, sent_at: float, now: float, rtt_s: float) -> None:
         """`endpoint` was refused for the first time in a while (a request sent at `sent_at`)."""
         if self.scope is not QuotaScope.KEY:
-            self._checks.append(_Check(endpoint, sent_at, now, now + 2 * rtt_s))
+            self._checks.append(_Check(endpoint, sent_at, now, now + ANSWERS_IN_RTTS * rtt_s))
 
     def on_answer(self, endpoint: str, *, sent_at: float, refused: bool, now: float) -> None:
         """Any answer: counts for every open check whose window it was sent in."""

@@ -82,7 +82,10 @@ GATE_CREDIT_S = 1.0
 RATE_BOUND_PER_S = 10_000.0
 FIRST_CUT_LOOKBACK_S = 1.0  # the first cut measures what got through this far back, at least
 IDLE_AFTER_S = 1.0  # a lane that sent nothing for this long is between cycles
-GATE_RECHECK_S = 0.25  # a request waiting on a gate looks again this often
+# A request waiting on a gate looks again this often: the answers under way may show
+# meanwhile that the quotas are per endpoint, which opens an announced wait's gate for
+# the other endpoint (every 50 ms of such a wait is a round of its requests lost).
+GATE_RECHECK_S = 0.05
 QUEUE_SLACK_S = 0.05  # round trips this far above the lowest are not queueing yet
 SRTT_GAIN = 0.125  # TCP's smoothing of the round-trip time
 MIN_RTT_WINDOW_S = 30.0  # the lowest round trip is looked for this far back
