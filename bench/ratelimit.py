@@ -22,6 +22,9 @@ Printed per client, from the simulator's own request log:
                last answer; the burst lets a short run exceed 100 %   target >= 90 %
   429 share    rate-limited answers / requests                         target < 2 %
   early        requests sent before an announced Retry-After was over  target 0
+  after ms     the latest of those, in ms after the answer announcing the wait
+               left the simulator (about 0: the request crossed that answer, sent
+               before the client could have read it)
   span / min   span vs the quota-bound minimum, (accepted - burst) / quota
 Figures are printed, never asserted.
 """
@@ -60,6 +63,7 @@ class Outcome:
     accepted: int
     limited: int
     early: int
+    early_after_ms: float  # the latest of them, after the answer announcing the wait left
     failed: bool
 
     @property
@@ -115,6 +119,7 @@ def outcome(
         accepted=sum(1 for r in log if r["status"] == 200 and r["code"] == 0),
         limited=sum(1 for r in log if r["status"] == 429 or r["code"] in RATE_LIMIT_CODES),
         early=sum(1 for r in log if r["early"]),
+        early_after_ms=max((1000 * r["early_after_s"] for r in log if r["early"]), default=0.0),
         failed=failed,
     )
 
@@ -174,13 +179,14 @@ async def _sequential(http: aiohttp.ClientSession, method: str, url: str, **kw: 
 def render(results: list[Outcome]) -> str:
     head = (
         f"{'client':<9}{'scope':<10}| {'quota used':>10} | {'429 share':>9} | {'early':>5} | "
-        f"{'requests':>8} | {'span s':>7} | {'min s':>6} | {'wall s':>7}"
+        f"{'after ms':>8} | {'requests':>8} | {'span s':>7} | {'min s':>6} | {'wall s':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(
             f"{r.client:<9}{r.scope:<10}| {r.quota_used:>10.1%} | {r.limited_share:>9.2%} | "
-            f"{r.early:>5} | {r.requests:>8} | {r.span_s:>7.1f} | {r.minimum_s:>6.1f} | "
+            f"{r.early:>5} | {r.early_after_ms:>8.1f} | {r.requests:>8} | {r.span_s:>7.1f} | "
+            f"{r.minimum_s:>6.1f} | "
             f"{r.wall_s:>7.1f}{'  FAILED' if r.failed else ''}"
         )
     return "\n".join(lines)

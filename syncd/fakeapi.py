@@ -158,6 +158,7 @@ class RequestRecord:
     retry_after: str | None = None  # Retry-After header sent, verbatim
     retry_after_s: float | None = None  # ... and the wait it enforces (an HTTP-date is later)
     early: bool = False  # sent while a Retry-After the client had received for its bucket ran
+    early_after_s: float | None = None  # ... this long after that answer left (crossings: ~0)
     fault: str | None = None  # the FAULT_KINDS entry applied
     latency_s: float = 0.0  # the far-API delay drawn for this answer (latency_ms +- jitter)
 
@@ -184,9 +185,12 @@ class _Bucket:
     # answer carrying Retry-After reaches it (after the round trip) for that long.
     announced: list[tuple[float, float]] = field(default_factory=list)
 
-    def announces(self, now: float) -> bool:
+    def announced_for(self, now: float) -> float | None:
+        """How long ago the earliest announced wait still running at `now` reached the
+        client (None: no such wait, the request is not early)."""
         self.announced = [(a, b) for a, b in self.announced if b > now]
-        return any(a <= now for a, _ in self.announced)
+        started = [a for a, _ in self.announced if a <= now]
+        return now - min(started) if started else None
 
 
 @dataclass(frozen=True)
@@ -399,7 +403,8 @@ class FakeApi:
         bucket.updated = now
         # Early: sent after an announced wait reached the client and before it was over.
         # (Requests already under way when the answer arrived cannot have known.)
-        rec.early = bucket.announces(now)
+        rec.early_after_s = bucket.announced_for(now)
+        rec.early = rec.early_after_s is not None
         if now >= bucket.blocked_until and bucket.tokens >= 1:
             bucket.tokens -= 1
             return

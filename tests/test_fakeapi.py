@@ -863,3 +863,8 @@ async def test_an_announced_wait_runs_from_when_its_answer_really_left(
     ((starts, ends),) = bucket.announced
     assert starts >= refused.time + 0.2  # not arrival + 50 ms
     assert ends == pytest.approx(starts + refused.retry_after_s)
+    await call(http, url, "v2")  # at once, ignoring the wait: early, and by how much
+    ignored = api.requests[2]
+    assert ignored.early and ignored.early_after_s is not None
+    assert ignored.early_after_s == pytest.approx(ignored.time - starts)
+    assert [r.early_after_s for r in api.requests[:2]] == [None, None]
