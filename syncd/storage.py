@@ -107,46 +107,58 @@ def _from_epoch_us(column: str) -> str:
     )
 
 
-def _stage_select() -> str:
-    """The stage's columns with their stored types back."""
+# What the merge reads of a stored run besides its content.
+STORED_READ = ("slug", "last_seen_at", "vanished_at")
+
+
+def _staged_columns() -> str:
+    """The stage's columns with their stored types back, and the run stored under each slug."""
     converted = {
-        "usage_usd": "usage_usd::numeric",
-        "started_at": _from_epoch_us("started_at"),
-        "finished_at": _from_epoch_us("finished_at"),
+        "usage_usd": "s.usage_usd::numeric",
+        "started_at": _from_epoch_us("s.started_at"),
+        "finished_at": _from_epoch_us("s.finished_at"),
     }
-    return ", ".join(f"{converted[c]} AS {c}" if c in converted else c for c in STAGE_COLUMNS)
+    staged = [f"{converted.get(c, f's.{c}')} AS {c}" for c in STAGE_COLUMNS]
+    stored = [f"r.{c} AS r_{c}" for c in (*STORED_READ, *CONTENT_COLUMNS)]
+    return ", ".join(["s.ctid AS pos", *staged, *stored])
 
 
 def _merge_sql() -> str:
     content = ", ".join(CONTENT_COLUMNS)
     excluded = ", ".join(f"EXCLUDED.{c}" for c in CONTENT_COLUMNS)
     stored = ", ".join(f"r.{c}" for c in CONTENT_COLUMNS)
+    was = ", ".join(f"i.r_{c}" for c in CONTENT_COLUMNS)
     incoming = ", ".join(f"i.{c}" for c in CONTENT_COLUMNS)
     set_content = ", ".join(
         f"{c} = EXCLUDED.{c}" for c in (*CONTENT_COLUMNS, "status_raw", "source")
     )
     # One join against the stored rows (the statement's snapshot) sorts the batch
     # into rows that may change and rows that cannot; the second kind -- nearly
-    # all of them in steady state -- is never locked, hashed or re-inserted.
+    # all of them in steady state -- is never locked, hashed or re-inserted.  The
+    # history reads the same join: one index probe per staged row in all.
     return f"""
-WITH incoming AS (
-    SELECT DISTINCT ON (slug) {_stage_select()}
-    FROM {STAGE_TABLE}
-    ORDER BY slug, syncd_status_rank(status) DESC, ctid DESC
+WITH staged AS MATERIALIZED (
+    SELECT {_staged_columns()}
+    FROM {STAGE_TABLE} s
+    -- LATERAL ... LIMIT 1 keeps this an index probe per staged row: a hash
+    -- join would read the whole runs table for every batch.
+    LEFT JOIN LATERAL (SELECT * FROM runs WHERE runs.slug = s.slug LIMIT 1) r ON true
+),
+incoming AS (
+    SELECT DISTINCT ON (slug) *
+    FROM staged
+    ORDER BY slug, syncd_status_rank(status) DESC, pos DESC
 ),
 candidates AS (
     SELECT i.*,
            -- hashes the values themselves (no text rendering): cheap enough for every row
            hash_record_extended(ROW({incoming}), 0)::text AS digest
     FROM incoming i
-    -- LATERAL ... LIMIT 1 keeps this an index probe per incoming row: a hash
-    -- join would read the whole runs table for every batch.
-    LEFT JOIN LATERAL (SELECT * FROM runs WHERE runs.slug = i.slug LIMIT 1) r ON true
-    WHERE r.slug IS NULL
-       OR ((syncd_status_rank(i.status) > syncd_status_rank(r.status)
-            OR (syncd_status_rank(i.status) = syncd_status_rank(r.status)
-                AND :observed_at >= r.last_seen_at))
-           AND (ROW({stored}) IS DISTINCT FROM ROW({incoming}) OR r.vanished_at IS NOT NULL))
+    WHERE i.r_slug IS NULL
+       OR ((syncd_status_rank(i.status) > syncd_status_rank(i.r_status)
+            OR (syncd_status_rank(i.status) = syncd_status_rank(i.r_status)
+                AND :observed_at >= i.r_last_seen_at))
+           AND (ROW({was}) IS DISTINCT FROM ROW({incoming}) OR i.r_vanished_at IS NOT NULL))
 ),
 upserted AS (
     INSERT INTO runs AS r ({content}, slug, status_raw, source,
@@ -174,12 +186,10 @@ upserted AS (
 history AS (
     -- A pair equal to a run's stored status was recorded when it was stored.
     INSERT INTO run_status_history (run_slug, status, observed_at, source)
-    SELECT DISTINCT ON (s.slug, s.status) s.slug, s.status,
-           CAST(:observed_at AS timestamptz), s.source
-    FROM {STAGE_TABLE} s
-    LEFT JOIN LATERAL (SELECT status FROM runs WHERE runs.slug = s.slug LIMIT 1) r ON true
-    WHERE r.status IS NULL OR r.status <> s.status
-    ORDER BY s.slug, s.status, s.ctid
+    SELECT DISTINCT ON (slug, status) slug, status, CAST(:observed_at AS timestamptz), source
+    FROM staged
+    WHERE r_status IS NULL OR r_status <> status
+    ORDER BY slug, status, pos
     ON CONFLICT (run_slug, status) DO NOTHING
     RETURNING 1
 ),
