@@ -223,7 +223,8 @@ class FullScan:
 
     async def _write_batches(self) -> None:
         while (item := await self.to_write.get()) is not None:
-            await self.writer.save(self.report, item.batch, item.checkpoint)
+            # A scan stops on its checkpoint and the list's end, never on what changed.
+            await self.writer.save(self.report, item.batch, item.checkpoint, changed_slugs=False)
             self._report_progress(item.count, item.items_seen, item.last_number)
 
     async def _drain(self) -> None:

@@ -35,9 +35,15 @@ class BatchWriter:
         return await self.save(report, self.batch(pages))
 
     async def save(
-        self, report: CycleReport, batch: Batch, checkpoint: ScanCheckpoint | None = None
+        self,
+        report: CycleReport,
+        batch: Batch,
+        checkpoint: ScanCheckpoint | None = None,
+        *,
+        changed_slugs: bool = True,
     ) -> StoreResult:
-        """Store a batch of normalised pages in one transaction (with `checkpoint`, if any)."""
+        """Store a batch of normalised pages in one transaction (with `checkpoint`, if any);
+        `changed_slugs` False: the caller does not read `StoreResult.changed_slugs`."""
         assert batch.observed_at is not None, "a batch holds at least one page"
         result = await self.store.save_batch(
             self.stream,
@@ -48,6 +54,7 @@ class BatchWriter:
                 pages=batch.pages, checkpoint=None if checkpoint is None else checkpoint.to_json()
             ),
             seen=batch.items,
+            changed_slugs=changed_slugs,
         )
         report.pages += batch.pages
         report.result.add(result)
