@@ -8,7 +8,10 @@ TCP finds a path's window:
 * **slow start**: until an endpoint's first rate limit, each answer to a
   request that waited for the controller adds `(growth - 1) x rate / max(1,
   rate x rtt)`: a round trip's worth of answers multiplies the rate by
-  `slow_start_growth` (1.5), whatever the latency.
+  `slow_start_growth` (1.5), whatever the latency -- but once the requests in
+  flight upstream (rate x lowest round trip) reach four, no faster than x2 a
+  second: upstream's hidden burst lasts seconds, and when it runs out every
+  request in flight is refused.
   Growth holds while the smoothed round trip is above `latency_tolerance`
   times the lowest one seen (upstream is queueing, more would not help).
 * **in flight**: each lane's window follows its rate: `window_headroom x rate
@@ -104,6 +107,11 @@ class RatePolicy:
     # grow with the overshoot; at 1.5 a far API's first event cost 18 refusals, not ~29,
     # and 10 -> 1,000 requests/s still takes 11 round trips (doubling: 7).
     slow_start_growth: float = 1.5
+    # Limited slow start (after RFC 3742): upstream's burst is measured in seconds, not
+    # round trips, and when it runs out every request in flight is refused.  So once
+    # that many would be, growth is held to x2 per second: a far API's first event cost
+    # ~8 refusals, not ~20, and a near one (low round trips) is not held at all.
+    limited_slow_start_in_flight: float = 4.0
     max_concurrency: int = 32  # requests in flight per lane, at most
     latency_tolerance: float = 2.0  # no growth while srtt > this x the lowest rtt
     window_headroom: float = 1.5  # window = headroom x rate x lowest rtt (+1)
@@ -123,8 +131,8 @@ class RatePolicy:
             raise ValueError("max_concurrency must be >= 1")
         if not (0 < self.decrease_factor < 1 and 0 < self.blind_decrease_factor < 1):
             raise ValueError("decrease factors must be between 0 and 1")
-        if self.slow_start_growth <= 1:
-            raise ValueError("slow_start_growth must be > 1")
+        if self.slow_start_growth <= 1 or self.limited_slow_start_in_flight <= 0:
+            raise ValueError("slow_start_growth must be > 1, limited_slow_start_in_flight > 0")
         if self.latency_tolerance < 1 or self.window_headroom <= 0:
             raise ValueError("latency_tolerance must be >= 1 and window_headroom > 0")
         steps = (
@@ -171,17 +179,31 @@ class RateState:
         doublings = min(self.probe_s / policy.probe_doubling_s, 30.0)
         return float(policy.probe_per_s * 2.0**doublings)
 
-    def after_success(self, policy: RatePolicy, *, sending_s: float, rtt_s: float) -> RateState:
+    def after_success(
+        self,
+        policy: RatePolicy,
+        *,
+        sending_s: float,
+        rtt_s: float,
+        base_rtt_s: float | None = None,
+    ) -> RateState:
         """Growth for one answer to a request that waited for the controller.
 
         Slow start: a round trip's worth of answers multiplies the rate by
-        `slow_start_growth` (one answer never more than that).  After it: additive, for `sending_s`
+        `slow_start_growth` (one answer never more than that) -- but no faster
+        than x2 a second once `rate x base_rtt_s` (the lowest round trip: the
+        requests in flight upstream, not this process's own queueing) reaches
+        `limited_slow_start_in_flight`.  After it: additive, for `sending_s`
         seconds of sending, counted for at most one request interval, so an
         idle spell earns nothing.
         """
         if self.limit_per_s is None:
             gain = policy.slow_start_growth - 1.0
             step = gain * self.rate_per_s / max(1.0, self.rate_per_s * max(rtt_s, 0.0))
+            exposed = self.rate_per_s * (rtt_s if base_rtt_s is None else base_rtt_s)
+            if exposed >= policy.limited_slow_start_in_flight:
+                # About `rate` answers a second, each adding ln 2: x2 per second.
+                step = min(step, math.log(2.0))
             return replace(self, rate_per_s=min(policy.ceiling_per_s, self.rate_per_s + step))
         credit_s = min(max(sending_s, 0.0), 1.0 / self.rate_per_s)
         step = min(self.gain_per_s(policy) * credit_s, self.rate_per_s)
@@ -353,7 +375,9 @@ class Lane:
                 self._successes.popleft()
         if ticket.paced and self.latency_holds():
             rtt_s = self.srtt_s if self.srtt_s is not None else 0.0
-            self.state = self.state.after_success(self.policy, sending_s=sending_s, rtt_s=rtt_s)
+            self.state = self.state.after_success(
+                self.policy, sending_s=sending_s, rtt_s=rtt_s, base_rtt_s=self.min_rtt_s
+            )
 
     def on_rate_limited(self, now: float, wait_s: float, rtt_s: float | None) -> bool:
         """Cut (unless the gate is closed already) and close the gate; True when it cut."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -74,12 +75,42 @@ def test_slow_start_grows_per_round_trip_of_answers(
     """Before any rate limit, the answers of one round trip (rate x rtt of them) multiply the
     rate by the growth, at any latency; when fewer than one answer arrives per round trip,
     each does."""
-    policy = replace(POLICY, max_rate_per_s=None, slow_start_growth=growth)
+    policy = replace(
+        POLICY, max_rate_per_s=None, slow_start_growth=growth, limited_slow_start_in_flight=1e9
+    )
     state = RateState(start)
     answers = max(1, round(start * rtt_s))
     for _ in range(answers):
         state = state.after_success(policy, sending_s=0.0, rtt_s=rtt_s)
     assert state.rate_per_s == pytest.approx(growth * start, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("rate", "rtt_s", "base_rtt_s", "step"),
+    [
+        (20.0, 0.15, 0.15, 0.5 / 0.15),  # 3 in flight: a round trip x1.5
+        (40.0, 0.15, 0.15, math.log(2)),  # 6 in flight upstream: held to x2 a second
+        (40.0, 0.15, None, math.log(2)),  # no lowest round trip yet: the smoothed one
+        (400.0, 0.03, 0.002, 0.5 / 0.03),  # a near server, this process queueing: not held
+    ],
+)
+def test_limited_slow_start(
+    rate: float, rtt_s: float, base_rtt_s: float | None, step: float
+) -> None:
+    """Once rate x lowest round trip reaches 4 requests in flight, an answer adds ln 2 at
+    most, so a second of answers (rate of them) doubles the rate, not a round trip's."""
+    policy = replace(POLICY, max_rate_per_s=None)
+    got = RateState(rate).after_success(policy, sending_s=0.0, rtt_s=rtt_s, base_rtt_s=base_rtt_s)
+    assert got.rate_per_s - rate == pytest.approx(step)
+
+
+def test_limited_slow_start_doubles_per_second() -> None:
+    policy = replace(POLICY, max_rate_per_s=None)
+    state, elapsed = RateState(40.0), 0.0
+    while elapsed < 1.0:  # answers of one second, as they come at the growing rate
+        elapsed += 1.0 / state.rate_per_s
+        state = state.after_success(policy, sending_s=0.0, rtt_s=0.15, base_rtt_s=0.15)
+    assert state.rate_per_s == pytest.approx(80.0, rel=0.05)
 
 
 @pytest.mark.parametrize(
