@@ -31,6 +31,14 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 V2 = "/api/v2/worker-runs"
 V1 = "/api/v1/run/list"
 Serve = Callable[..., Awaitable[tuple[FakeApi, str]]]
+# Every rate limit announces its wait, in seconds.
+ANNOUNCED_WAITS: dict[str, Any] = {
+    "scenarios": frozenset({"ratelimit"}),
+    "retry_after_ratio": 1.0,
+    "retry_after_date_ratio": 0,
+}
+# ... and the bucket holds one request, refilled only after the test is long over.
+ONE_TOKEN_THEN_ANNOUNCED_WAITS = {**ANNOUNCED_WAITS, "rate_limit_rps": 0.01, "rate_limit_burst": 1}
 
 
 @pytest.fixture
@@ -456,11 +464,9 @@ async def test_ratelimit_client_honouring_retry_after_is_never_early(
     """A client that waits out every Retry-After (and backs off otherwise) is never early."""
     api, url = await serve(
         runs=10,
-        scenarios=frozenset({"ratelimit"}),
+        **ANNOUNCED_WAITS,
         rate_limit_rps=4,
         rate_limit_burst=2,
-        retry_after_ratio=1.0,
-        retry_after_date_ratio=0,
         seed=3,
     )
     ok = 0
@@ -818,11 +824,7 @@ async def test_early_is_judged_per_bucket(
     """`early` flags a request that ignores a Retry-After announced for its own bucket."""
     api, url = await serve(
         runs=10,
-        scenarios=frozenset({"ratelimit"}),
-        rate_limit_rps=0.01,
-        rate_limit_burst=1,
-        retry_after_ratio=1.0,
-        retry_after_date_ratio=0,
+        **ONE_TOKEN_THEN_ANNOUNCED_WAITS,
         quota_scope=scope,
     )
     sequence = ["v1", "v1", "v2", "v2", "v1", "v2"]
@@ -846,11 +848,7 @@ async def test_an_announced_wait_runs_from_when_its_answer_really_left(
     have read it yet would be blamed."""
     api, url = await serve(
         runs=10,
-        scenarios=frozenset({"ratelimit"}),
-        rate_limit_rps=0.01,
-        rate_limit_burst=1,
-        retry_after_ratio=1.0,
-        retry_after_date_ratio=0,
+        **ONE_TOKEN_THEN_ANNOUNCED_WAITS,
         latency_ms=50,
     )
     assert await call(http, url, "v2") == 0
