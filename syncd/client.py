@@ -16,10 +16,12 @@ mode the URL holds it).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import random
 import ssl
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import SimpleNamespace, TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -136,8 +138,10 @@ class CoreClawClient:
     def _get_session(self) -> aiohttp.ClientSession:
         # Created lazily: aiohttp wants a running event loop at construction.
         if self._session is None:
+            # No timeout of aiohttp's own: `_send` times each exchange, and stops the
+            # clock while a request waits at the gate (see `_gate_check`).
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout_s),
+                timeout=aiohttp.ClientTimeout(total=None),
                 connector=aiohttp.TCPConnector(ssl=self._ssl),
                 trace_configs=[self._gate_check()],
             )
@@ -146,11 +150,22 @@ class CoreClawClient:
     def _gate_check(self) -> aiohttp.TraceConfig:
         """A last look at the gates once the request has its connection, just before it is
         written: a new connection takes a few turns of the event loop, in which a rate limit
-        read meanwhile may have closed them."""
+        read meanwhile may have closed them.  (A session handed in by the caller has no such
+        look; the slot's own check still holds.)
+
+        The exchange's timeout is stopped while the request waits there -- a Retry-After
+        may be longer than it -- and starts again, whole, when the request goes.  Nothing
+        may raise in here: aiohttp would leave the new connection open.
+        """
 
         async def hold(_: object, context: SimpleNamespace, __: object) -> None:
-            if isinstance(ticket := context.trace_request_ctx, Ticket):
-                await self._limiter.hold(ticket)
+            exchange = context.trace_request_ctx
+            if not isinstance(exchange, _Exchange):
+                return
+            exchange.deadline.reschedule(None)
+            await self._limiter.hold(exchange.ticket)
+            loop = asyncio.get_running_loop()
+            exchange.deadline.reschedule(loop.time() + self._settings.http_timeout_s)
 
         trace = aiohttp.TraceConfig()
         trace.on_connection_create_end.append(hold)
@@ -370,6 +385,7 @@ class CoreClawClient:
         try:
             async with (
                 self._limiter.slot(endpoint) as ticket,
+                asyncio.timeout(self._settings.http_timeout_s) as deadline,
                 self._get_session().request(
                     method,
                     self._settings.api_url + endpoint,
@@ -377,7 +393,7 @@ class CoreClawClient:
                     json=json_body,
                     headers=self._headers,
                     allow_redirects=False,  # a redirect must not carry the key to another host
-                    trace_request_ctx=ticket,
+                    trace_request_ctx=_Exchange(ticket, deadline),
                 ) as response,
             ):
                 body = await response.read()
@@ -402,6 +418,17 @@ class CoreClawClient:
             retry_after=response.headers.get("Retry-After"),
             location=response.headers.get("Location"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """What the gate check before the write needs of a request: its slot and its timeout."""
+
+    ticket: Ticket
+    deadline: asyncio.Timeout
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _Exchange:
+        return self  # live handles; see Ticket.__deepcopy__
 
 
 def _secret_forms(secret: str) -> tuple[str, ...]:

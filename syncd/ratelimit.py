@@ -549,12 +549,13 @@ class RateLimiter:
         lane = ticket.lane
         if self._answers_due(besides=1):
             await self._let_answers_land()
-        held = False
-        while (gate := max(lane.not_before, self.not_before)) > (now := self._monotonic()):
-            held = True
-            await self._nap(gate - now)
-        if held:
-            ticket.sent_at = lane.last_sent_at = self._last_sent_at = self._monotonic()
+        if max(lane.not_before, self.not_before) <= self._monotonic():
+            return
+        # Held: once the gate opens, go at the lane's pace (and the key's ceiling), not
+        # all at once with every other request held meanwhile.
+        while (send_at := self._send_at(lane, now := self._monotonic())) > now:
+            await self._nap(send_at - now)
+        ticket.sent_at = lane.last_sent_at = self._last_sent_at = now
 
     def _answers_due(self, besides: int = 0) -> bool:
         """Requests other than `besides` of the caller's own are in flight."""

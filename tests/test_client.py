@@ -905,10 +905,9 @@ async def test_forced_offset_mode_skips_detection(
 # -- session -------------------------------------------------------------------
 
 
-async def test_owned_session_timeout_and_close(client: CoreClawClient) -> None:
-    """The client's own session uses http_timeout_s and is closed by close()."""
+async def test_owned_session_is_closed_by_close(client: CoreClawClient) -> None:
+    """The client's own session is closed by close() (its timeouts: test_gate_before_write)."""
     session = client._get_session()
-    assert session.timeout.total == 30.0
     await client.close()
     assert session.closed
 

@@ -11,7 +11,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
+
 from syncd.client import CoreClawClient
+from syncd.errors import UpstreamUnavailable
 from syncd.fakeapi import FakeApiConfig
 from syncd.ratelimit import RateLimiter, Ticket
 from tests.support.settings import settings_for
@@ -47,3 +50,27 @@ async def test_a_gate_closed_after_the_slot_holds_the_request_until_it_opens() -
         arrived = [rec.time for rec in api.requests]
         assert len(arrived) == 2 == len(limiter.closed_until)
         assert all(at >= until for at, until in zip(arrived, limiter.closed_until, strict=True))
+
+
+async def test_a_request_held_at_the_gate_longer_than_its_timeout_still_goes() -> None:
+    """SYNCD_HTTP_TIMEOUT_S times the exchange, not the wait at the gate: a Retry-After may
+    be longer than the timeout, and the request waits it out and then succeeds."""
+    async with serve(FakeApiConfig(runs=5, api_key=KEY)) as (api, url):
+        limiter = GateClosesAfterTheSlot()
+        settings = settings_for(url, None, KEY, http_timeout_s=WAIT_S / 3, max_retries=0)
+        async with CoreClawClient(settings, limiter=limiter) as client:
+            page = await client.list_v1(page_index=1, page_size=5)
+        assert len(page.items) == 5
+        (arrived,) = [rec.time for rec in api.requests]
+        assert arrived >= limiter.closed_until[0]
+
+
+async def test_an_answer_slower_than_the_timeout_fails_the_exchange() -> None:
+    async with serve(FakeApiConfig(runs=5, api_key=KEY, latency_ms=2000)) as (api, url):
+        settings = settings_for(url, None, KEY, http_timeout_s=0.2, max_retries=0)
+        started = time.monotonic()
+        async with CoreClawClient(settings) as client:
+            with pytest.raises(UpstreamUnavailable, match="TimeoutError"):
+                await client.list_v1(page_index=1, page_size=5)
+        assert time.monotonic() - started < 1.5  # the timeout, not the 2 s answer
+        assert len(api.requests) == 1

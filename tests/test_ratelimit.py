@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import math
 from dataclasses import replace
 from typing import Any
@@ -638,3 +639,18 @@ async def test_a_ticket_copied_with_its_request_stays_the_same_ticket() -> None:
     limiter = limiter_on(FakeClock())
     ticket = await send(limiter, FakeClock())
     assert copy.deepcopy({"trace_request_ctx": ticket})["trace_request_ctx"] is ticket
+
+
+async def test_requests_held_at_a_gate_go_at_the_lanes_pace_when_it_opens() -> None:
+    """Slots granted, then a gate closes before the requests are written: when it opens
+    they go one request interval apart, not in one burst."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=10.0))
+    tickets = [await send_only(limiter, "v1") for _ in range(3)]
+    limiter.record_rate_limited(tickets[0], 5.0, announced=True)
+    interval = 1 / limiter.lane("v1").rate_per_s  # after the cut
+    await asyncio.gather(*(limiter.hold(ticket) for ticket in tickets))
+    sent = sorted(ticket.sent_at for ticket in tickets)
+    assert sent[0] >= 5.0
+    gaps = [b - a for a, b in itertools.pairwise(sent)]
+    assert gaps == pytest.approx([interval, interval], abs=0.01)
