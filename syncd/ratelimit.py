@@ -27,10 +27,11 @@ TCP finds a path's window:
   `probe_doubling_s` it holds, so capacity freed upstream (the other endpoint
   idle under a shared quota) is found in seconds, not minutes.  When the other
   endpoint goes quiet (its backfill done), a lane may also climb at recovery
-  speed to its limit plus the quiet one's rate (once per quiet lane until its
-  next cut): under a shared quota that is the room just freed; under separate
-  ones it would cost a rate limit, so once the quotas are known to be per
-  endpoint it is not tried.
+  speed to its limit plus the quiet one's own rate, and gives that back when
+  the quiet one sends again: under a shared quota that is the room just
+  freed; under separate ones it costs a rate limit, so a lender whose loan
+  ended in one is not asked again, and once the quotas are known to be per
+  endpoint nothing is borrowed.
 * **sharing**: once the answers show one budget for the key, the lanes that
   found a limit split what they found evenly, so neither backfill trails the
   other (each cut from what it alone got through, and the faster one kept most).
@@ -105,7 +106,8 @@ class RatePolicy:
     # Slow start's growth per round trip of answers.  Not TCP's 2: the first rate limit
     # refuses every request in flight when upstream's hidden burst runs out, and those
     # grow with the overshoot; at 1.5 a far API's first event cost 18 refusals, not ~29,
-    # and 10 -> 1,000 requests/s still takes 11 round trips (doubling: 7).
+    # and 10 -> 1,000 requests/s takes 12 round trips (doubling: 7) where the round trip
+    # is short (see limited_slow_start_in_flight for a far API).
     slow_start_growth: float = 1.5
     # Limited slow start (after RFC 3742): upstream's burst is measured in seconds, not
     # round trips, and when it runs out every request in flight is refused.  So once
@@ -114,7 +116,7 @@ class RatePolicy:
     limited_slow_start_in_flight: float = 4.0
     max_concurrency: int = 32  # requests in flight per lane, at most
     latency_tolerance: float = 2.0  # no growth while srtt > this x the lowest rtt
-    window_headroom: float = 1.5  # window = headroom x rate x lowest rtt (+1)
+    window_headroom: float = 1.5  # window = headroom x rate x smoothed rtt (+1)
     increase_per_s: float = 1.0  # requests/s gained per second, up to the known limit, at least
     recovery_share_per_s: float = 0.25  # ... or this share of the known limit per second
     probe_per_s: float = 0.1  # ... above it, at first
@@ -320,8 +322,11 @@ class Lane:
     _last_success_at: float | None = None
     _last_cut_at: float | None = None
     _measure_from: float | None = None
-    # Lanes gone quiet whose rate this lane's limit took over since its last cut.
-    borrowed: frozenset[str] = frozenset()
+    # Lanes gone quiet whose own rate this lane's limit took over (name: rate), and
+    # lanes whose loan ended in a rate limit while they stayed quiet: their quota is
+    # evidently not this lane's, so they are not asked again.
+    borrowed: dict[str, float] = field(default_factory=dict)
+    no_loans: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.state = RateState.initial(self.policy)
@@ -386,7 +391,7 @@ class Lane:
         if cut:
             self.state = self.state.after_rate_limited(self.policy, self._accepted_per_s(now))
             self._last_cut_at = now
-            self.borrowed = frozenset()  # the cut measured what this lane really gets
+            self.borrowed = {}  # the cut measured what this lane really gets
         self.close_until(now + wait_s)
         return cut
 
@@ -401,15 +406,34 @@ class Lane:
         if known is not None and limit_per_s > known:
             self.state = replace(self.state, limit_per_s=limit_per_s, probe_s=0.0)
 
+    @property
+    def own_rate_per_s(self) -> float:
+        """The rate this lane has of its own: what it lends when it goes quiet."""
+        return max(self.policy.min_rate_per_s, self.state.rate_per_s - sum(self.borrowed.values()))
+
     def borrow(self, quiet: dict[str, float]) -> None:
-        """Take over the rates of lanes gone quiet (name: rate), each once until the next cut:
-        the limit becomes this lane's plus theirs, not its *rate* plus theirs, or every answer
-        would raise it again and the rate would climb without bound."""
-        fresh = {name: rate for name, rate in quiet.items() if name not in self.borrowed}
+        """Take over the own rates of lanes gone quiet (name: rate), each once until it sends
+        again or this lane is cut: the limit becomes this lane's plus theirs, not its *rate*
+        plus theirs, or every answer would raise it again without bound."""
+        fresh = {
+            name: rate
+            for name, rate in quiet.items()
+            if name not in self.borrowed and name not in self.no_loans
+        }
         known = self.state.limit_per_s
         if fresh and known is not None:
             self.allow_up_to(known + sum(fresh.values()))
-            self.borrowed |= fresh.keys()
+            self.borrowed.update(fresh)
+
+    def give_back(self, busy: Iterable[str]) -> None:
+        """Lanes that lent their rate send again: their share of the limit goes back to them."""
+        returned = sum(self.borrowed.pop(name) for name in busy if name in self.borrowed)
+        known = self.state.limit_per_s
+        if returned and known is not None:
+            limit = max(self.policy.min_rate_per_s, known - returned)
+            self.state = replace(
+                self.state, rate_per_s=min(self.state.rate_per_s, limit), limit_per_s=limit
+            )
 
     def share(self, rate_per_s: float, limit_per_s: float) -> None:
         """Set this lane to its share of a budget the key's lanes turned out to have in common."""
@@ -604,13 +628,22 @@ class RateLimiter:
             settled = [o.rate_per_s for o in others if o.limit_per_s is not None]
             if settled:
                 lane.leave_slow_start_at(max(settled))
-        elif self.scope is not QuotaScope.ENDPOINT:
-            # An endpoint gone quiet (its backfill done) may have left room under a
-            # shared quota: climb towards this lane's limit plus its rate, at recovery
-            # speed.  Should the quotas be per endpoint after all, that costs one rate
-            # limit, which measures the real one.
-            lane.borrow({o.name: o.rate_per_s for o in others if o.idle(now)})
+        else:
+            self._lend_between(lane, others, now)
         self._changed.set()  # the window may have grown
+
+    def _lend_between(self, lane: Lane, others: list[Lane], now: float) -> None:
+        """An endpoint gone quiet (its backfill done) may have left room under a shared
+        quota: `lane` climbs towards its limit plus the quiet one's own rate, at recovery
+        speed, and gives that back when the quiet one sends again.  Under quotas per
+        endpoint there is no such room: once that is known nothing is borrowed, and a loan
+        that ended in a rate limit while its lender stayed quiet is not asked for again."""
+        quiet = [o for o in others if o.idle(now)]
+        if self.scope is QuotaScope.ENDPOINT:
+            lane.give_back(list(lane.borrowed))
+            return
+        lane.give_back(o.name for o in others if o not in quiet)
+        lane.borrow({o.name: o.own_rate_per_s for o in quiet})
 
     def _on_answer(self, lane: Lane, ticket: Ticket, *, refused: bool, now: float) -> None:
         before = self.scope
@@ -637,8 +670,12 @@ class RateLimiter:
         """Slow the ticket's lane and close gates for `wait_s`: every lane's when upstream
         announced the wait, the lane's own otherwise.  Returns the reopening time."""
         lane, now = ticket.lane, self._monotonic()
+        lenders = [self._lanes[name] for name in lane.borrowed]
         if lane.on_rate_limited(now, wait_s, ticket.rtt_s):
-            rtt_s = lane.srtt_s if lane.srtt_s is not None else 0.0
+            if self.scope is QuotaScope.UNKNOWN and lenders and all(o.idle(now) for o in lenders):
+                lane.no_loans |= {o.name for o in lenders}
+            # The other endpoint's answers from the window arrive at its own pace.
+            rtt_s = max((o.srtt_s or 0.0 for o in self._lanes.values()), default=0.0)
             self._scope.on_event(lane.name, sent_at=ticket.sent_at, now=now, rtt_s=rtt_s)
         self._on_answer(lane, ticket, refused=True, now=now)
         if announced:

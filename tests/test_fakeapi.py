@@ -19,6 +19,7 @@ from syncd.fakeapi import (
     FAULT_KINDS,
     FakeApi,
     FakeApiConfig,
+    RequestRecord,
     add_cli_arguments,
     config_from_args,
     serve_forever,
@@ -841,7 +842,7 @@ async def test_early_is_judged_per_bucket(
 
 
 async def test_an_announced_wait_runs_from_when_its_answer_really_left(
-    serve: Serve, http: aiohttp.ClientSession
+    serve: Serve, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A busy simulator sends a Retry-After answer late: the wait (and what counts as
     early) runs from then, not from when the answer was due, or a client that could not
@@ -852,8 +853,14 @@ async def test_an_announced_wait_runs_from_when_its_answer_really_left(
         latency_ms=50,
     )
     assert await call(http, url, "v2") == 0
-    # The loop is stuck for 0.2 s while the refusal's round trip runs.
-    asyncio.get_running_loop().call_later(0.01, time.sleep, 0.2)
+    round_trip = FakeApi._far_away
+
+    async def stuck(rec: RequestRecord) -> None:
+        await round_trip(rec)
+        if rec is api.requests[1]:
+            time.sleep(0.2)  # noqa: ASYNC251 -- the loop stuck just as the refusal is due
+
+    monkeypatch.setattr(FakeApi, "_far_away", staticmethod(stuck))
     assert await call(http, url, "v2") == 13000
     refused = api.requests[1]
     assert refused.retry_after_s is not None

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from syncd.quotascope import QuotaScope
 from syncd.ratelimit import (
     Lane,
     RateLimiter,
@@ -654,3 +655,78 @@ async def test_requests_held_at_a_gate_go_at_the_lanes_pace_when_it_opens() -> N
     assert sent[0] >= 5.0
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert gaps == pytest.approx([interval, interval], abs=0.01)
+
+
+def _settled_pair(clock: FakeClock, scope: QuotaScope) -> tuple[RateLimiter, Lane, Lane]:
+    """v1 and v2 settled at 5/s each, the quota scope known (or not) to be `scope`."""
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, recovery_share_per_s=1.0))
+    v1, v2 = limiter.lane("v1"), limiter.lane("v2")
+    for lane in (v1, v2):
+        lane.state = RateState(rate_per_s=5.0, limit_per_s=5.0)
+    limiter._scope.scope = scope
+    return limiter, v1, v2
+
+
+async def _busy(limiter: RateLimiter, clock: FakeClock, lane: str, seconds: float) -> None:
+    """`lane` sends, paced, for `seconds` (each answer at once)."""
+    end = clock.now + seconds
+    while clock.now < end:
+        await send(limiter, clock, lane)
+
+
+async def test_a_loan_goes_back_when_the_lender_sends_again() -> None:
+    """Under one budget, v2 takes over quiet v1's 5/s and returns it once v1 sends again;
+    then v1, quiet in its turn, lends only its own 5/s, not what v2 had borrowed: a limit
+    never counts the 10/s they found together twice."""
+    clock = FakeClock()
+    limiter, v1, v2 = _settled_pair(clock, QuotaScope.KEY)
+    clock.now = 10.0  # v1 sent nothing for a while
+    await _busy(limiter, clock, "v2", 3.0)
+    assert v2.limit_per_s == pytest.approx(10.0)
+    assert v2.rate_per_s > 8.0
+    await send(limiter, clock, "v1")  # v1 is back
+    await send(limiter, clock, "v2")
+    assert v2.limit_per_s == pytest.approx(5.0) and v2.rate_per_s <= 5.0
+    clock.now += 5.0  # now v2 is quiet
+    await _busy(limiter, clock, "v1", 3.0)
+    assert v1.limit_per_s == pytest.approx(10.0)  # 5 + v2's own 5, not + the 10 it had
+
+
+async def test_a_loan_that_ended_in_a_rate_limit_is_not_asked_again() -> None:
+    """Scope unknown: v2's climb into quiet v1's room is refused while v1 stays quiet (so the
+    room was never v2's); v2 does not borrow from v1 again."""
+    clock = FakeClock()
+    limiter, _, v2 = _settled_pair(clock, QuotaScope.UNKNOWN)
+    clock.now = 10.0
+    await send(limiter, clock, "v2")
+    assert v2.limit_per_s == pytest.approx(10.0) and v2.borrowed == {"v1": 5.0}
+    limiter.record_rate_limited(await send_only(limiter, "v2"), 0.0, announced=False)
+    assert v2.borrowed == {} and v2.no_loans == {"v1"}
+    limit = v2.limit_per_s
+    await _busy(limiter, clock, "v2", 2.0)
+    assert v2.borrowed == {}
+    assert v2.limit_per_s == limit
+
+
+async def test_the_scope_waits_for_the_slower_endpoints_answers() -> None:
+    """v1 (100 ms round trips) runs out of budget while v2 (200 ms) has requests under way.
+    v2's first answers were accepted; a refused one, sent in the same window, arrives only
+    after 1.5 of v1's round trips: it still counts, and the budget reads as one."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=1000.0,
+                                        max_concurrency=8))  # fmt: skip
+    await send(limiter, clock, "v1", rtt_s=0.1)
+    await send(limiter, clock, "v2", rtt_s=0.2)
+    v1_tickets = [await send_only(limiter, "v1") for _ in range(3)]
+    v2_tickets = [await send_only(limiter, "v2") for _ in range(4)]
+    clock.now += 0.1
+    for ticket in v1_tickets:
+        limiter.record_rate_limited(ticket, 30.0, announced=True)
+    clock.now += 0.05
+    for ticket in v2_tickets[:3]:
+        limiter.record_success(ticket)
+    clock.now += 0.12  # past 1.5 of v1's round trips: a request looks at the gate
+    limiter._scope.settle(clock.now)
+    clock.now += 0.03
+    limiter.record_rate_limited(v2_tickets[3], 30.0, announced=True)
+    assert limiter.scope == "key"
