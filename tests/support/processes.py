@@ -84,12 +84,23 @@ class Measured:
 
 
 def measure_syncd(args: list[str], env: dict[str, str]) -> Measured:
-    """Run one `syncd` command (blocking); raise if it fails."""
+    """Run one `syncd` command (blocking); raise if it fails.
+
+    Peak RSS is the child's own high-water mark after exec (VmHWM, read until it exits):
+    wait4's ru_maxrss also counts the pages it shared with this process between fork and
+    exec, so a benchmark process holding 300 MB made every syncd it started "use" 300 MB.
+    """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen([*SYNCD, *args], env=env, stdout=out, stderr=err, text=True)
-        # wait4 reports the resource use of exactly this child (not the simulator's).
-        _, status, usage = os.wait4(proc.pid, 0)
+        peak_kib = 0
+        while True:
+            # wait4 reports the resource use of exactly this child (not the simulator's).
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kib = max(peak_kib, _high_water_kib(proc.pid))
+            time.sleep(0.05)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -97,7 +108,20 @@ def measure_syncd(args: list[str], env: dict[str, str]) -> Measured:
         if proc.returncode != 0:
             raise RuntimeError(f"syncd {' '.join(args)} failed ({proc.returncode}): "
                                f"{err.read()[-2000:]}")  # fmt: skip
-        return Measured(wall, usage.ru_utime + usage.ru_stime, int(usage.ru_maxrss), out.read())
+        rss_kib = peak_kib or int(usage.ru_maxrss)  # (a child too quick to be sampled)
+        return Measured(wall, usage.ru_utime + usage.ru_stime, rss_kib, out.read())
+
+
+def _high_water_kib(pid: int) -> int:
+    """The process's peak resident set since exec, in KiB (0 if it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 async def stop_process(proc: asyncio.subprocess.Process) -> None:
