@@ -68,6 +68,8 @@ def decode_answer(
             http_status=status,
             app_code=code,
         )
+    # 408 is a timeout the server reports (RFC 9110: the request may be repeated), not a
+    # request that is wrong: it is retried like the timeouts this side sees.
     if status >= 500 or status == 408 or code in SERVER_ERROR_CODES:
         raise Retryable(
             f"HTTP {status}" + (f" code {code}" if code else ""),
