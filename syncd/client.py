@@ -158,18 +158,26 @@ class CoreClawClient:
         may raise in here: aiohttp would leave the new connection open.
         """
 
-        async def hold(_: object, context: SimpleNamespace, __: object) -> None:
+        async def hold(context: SimpleNamespace, *, new_connection: bool) -> None:
             exchange = context.trace_request_ctx
             if not isinstance(exchange, _Exchange):
                 return
             exchange.deadline.reschedule(None)
-            await self._limiter.hold(exchange.ticket)
+            await self._limiter.hold(exchange.ticket, land_answers=new_connection)
             loop = asyncio.get_running_loop()
             exchange.deadline.reschedule(loop.time() + self._settings.http_timeout_s)
 
+        async def after_connecting(_: object, context: SimpleNamespace, __: object) -> None:
+            await hold(context, new_connection=True)
+
+        async def on_reuse(_: object, context: SimpleNamespace, __: object) -> None:
+            # A pooled connection comes without a turn of the event loop: the answers the
+            # slot let land are all there are.
+            await hold(context, new_connection=False)
+
         trace = aiohttp.TraceConfig()
-        trace.on_connection_create_end.append(hold)
-        trace.on_connection_reuseconn.append(hold)
+        trace.on_connection_create_end.append(after_connecting)
+        trace.on_connection_reuseconn.append(on_reuse)
         return trace
 
     # -- the two endpoints -------------------------------------------------

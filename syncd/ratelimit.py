@@ -565,13 +565,14 @@ class RateLimiter:
             await self._nap(send_at - now)
         return self._take(lane, now, paced)
 
-    async def hold(self, ticket: Ticket) -> None:
+    async def hold(self, ticket: Ticket, *, land_answers: bool = True) -> None:
         """The last moment before `ticket`'s request is written (its connection in hand):
         wait out a gate that closed after the slot was granted -- the connection took a
         few turns of the event loop, and a rate limit was read meanwhile.  The request
-        is dated from when it really goes."""
+        is dated from when it really goes.  `land_answers`: first let answers received
+        since the slot be read (pointless when no turn of the loop has passed)."""
         lane = ticket.lane
-        if self._answers_due(besides=1):
+        if land_answers and self._answers_due(besides=1):
             await self._let_answers_land()
         if max(lane.not_before, self.not_before) <= self._monotonic():
             return
