@@ -50,7 +50,14 @@ separate.  Waits are gates:
   (`quotascope.py`); then an announced wait holds only its own endpoint.
 
 Answers arriving while a lane's gate is closed belong to requests sent before
-it closed: they extend the gate but do not cut the rate again.  The rate
+it closed: they extend the gate but do not cut the rate again.  While a lane's
+own gate is closed, upstream's bucket refills (up to its burst, which
+`GATE_CREDIT_S` guesses at a second's worth): when the gate opens, the lane
+may send that much (at the rate the cut left) sooner than its pace, within its
+window and the ceiling.  A gate is otherwise a second of the quota lost, and
+the measure of the accepted rate already counts that second.  If a request
+sent so is refused, the burst is smaller than that, and no gate earns credit
+again.  The rate
 never leaves [`min_rate_per_s`, `max_rate_per_s`]; `max_rate_per_s` (None by
 default: no ceiling) also caps both lanes together.
 
@@ -274,6 +281,7 @@ class Ticket:
     sent_at: float
     paced: bool
     answered_at: float | None = None
+    on_credit: bool = False  # went sooner than the lane's pace, on a closed gate's refill
 
     @property
     def rtt_s(self) -> float | None:
@@ -327,6 +335,13 @@ class Lane:
     # evidently not this lane's, so they are not asked again.
     borrowed: dict[str, float] = field(default_factory=dict)
     no_loans: frozenset[str] = frozenset()
+    # Upstream's bucket refills while this lane's gate is closed, up to its burst: so
+    # much of a gate (seconds) the lane may make up for once it opens, by sending
+    # `credit` requests sooner than its pace.  0 once such a request was refused (the
+    # burst is smaller than that): a gate is then simply lost time, as before.
+    refill_s: float = GATE_CREDIT_S
+    credit: float = 0.0
+    _gate_from: float | None = None  # when the gate not yet turned into credit closed
 
     def __post_init__(self) -> None:
         self.state = RateState.initial(self.policy)
@@ -390,10 +405,37 @@ class Lane:
         cut = now >= self.not_before  # not an answer to a request sent before the gate closed
         if cut:
             self.state = self.state.after_rate_limited(self.policy, self._accepted_per_s(now))
-            self._last_cut_at = now
+            self._last_cut_at = self._gate_from = now
+            self.credit = 0.0
             self.borrowed = {}  # the cut measured what this lane really gets
         self.close_until(now + wait_s)
         return cut
+
+    def open_gate(self, now: float) -> None:
+        """The lane's own gate is open: what upstream refilled meanwhile (at the rate the
+        cut left, for at most `refill_s` of it) becomes credit."""
+        if self._gate_from is None or now < self.not_before:
+            return
+        closed_s = min(self.not_before - self._gate_from, self.refill_s)
+        self.credit = closed_s * self.state.rate_per_s
+        self._gate_from = None
+
+    def pace_from(self) -> float | None:
+        """The send time the next request is spaced from (None: it need not be spaced)."""
+        return None if self.credit >= 1 else self.last_sent_at
+
+    def spend_credit(self, now: float) -> bool:
+        """Whether a request going at `now` goes on credit (sooner than the pace allows)."""
+        spaced = self.last_sent_at is not None and now < self.last_sent_at + 1 / self.rate_per_s
+        if self.credit < 1 or not spaced:
+            return False
+        self.credit -= 1
+        return True
+
+    def credit_refused(self) -> None:
+        """A request sent on credit was refused: upstream's burst is smaller than the
+        credit assumed, so gates earn none from now on."""
+        self.refill_s = self.credit = 0.0
 
     def idle(self, now: float) -> bool:
         """Nothing sent for a while, nothing waiting: this endpoint's stream is between cycles."""
@@ -580,6 +622,7 @@ class RateLimiter:
         # all at once with every other request held meanwhile.
         while (send_at := self._send_at(lane, now := self._monotonic())) > now:
             await self._nap(send_at - now)
+        ticket.on_credit = lane.spend_credit(now)
         ticket.sent_at = lane.last_sent_at = self._last_sent_at = now
 
     def _answers_due(self, besides: int = 0) -> bool:
@@ -600,14 +643,16 @@ class RateLimiter:
 
     def _take(self, lane: Lane, now: float, paced: bool) -> Ticket:
         lane.in_flight += 1
+        on_credit = lane.spend_credit(now)
         lane.last_sent_at = self._last_sent_at = now
-        return Ticket(lane, now, paced)
+        return Ticket(lane, now, paced, on_credit=on_credit)
 
     def _send_at(self, lane: Lane, now: float, *, ceiling: bool = True) -> float:
         self._scope.settle(now)
         gate = max(lane.not_before, self.not_before)
+        lane.open_gate(now)
         send_at = next_send_at(
-            now=now, last_sent_at=lane.last_sent_at, rate_per_s=lane.rate_per_s, not_before=gate
+            now=now, last_sent_at=lane.pace_from(), rate_per_s=lane.rate_per_s, not_before=gate
         )
         if ceiling and self.policy.max_rate_per_s is not None:
             key_send_at = next_send_at(
@@ -671,6 +716,8 @@ class RateLimiter:
         """Slow the ticket's lane and close gates for `wait_s`: every lane's when upstream
         announced the wait, the lane's own otherwise.  Returns the reopening time."""
         lane, now = ticket.lane, self._monotonic()
+        if ticket.on_credit:
+            lane.credit_refused()
         lenders = [self._lanes[name] for name in lane.borrowed]
         if lane.on_rate_limited(now, wait_s, ticket.rtt_s):
             if self.scope is QuotaScope.UNKNOWN and lenders and all(o.idle(now) for o in lenders):

@@ -644,9 +644,10 @@ async def test_a_ticket_copied_with_its_request_stays_the_same_ticket() -> None:
 
 async def test_requests_held_at_a_gate_go_at_the_lanes_pace_when_it_opens() -> None:
     """Slots granted, then a gate closes before the requests are written: when it opens
-    they go one request interval apart, not in one burst."""
+    they go one request interval apart, not in one burst (here no gate earns credit)."""
     clock = FakeClock()
     limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=10.0))
+    limiter.lane("v1").refill_s = 0.0
     tickets = [await send_only(limiter, "v1") for _ in range(3)]
     limiter.record_rate_limited(tickets[0], 5.0, announced=True)
     interval = 1 / limiter.lane("v1").rate_per_s  # after the cut
@@ -730,3 +731,53 @@ async def test_the_scope_waits_for_the_slower_endpoints_answers() -> None:
     clock.now += 0.03
     limiter.record_rate_limited(v2_tickets[3], 30.0, announced=True)
     assert limiter.scope == "key"
+
+
+async def _sent_after_a_gate(limiter: RateLimiter, clock: FakeClock, count: int) -> list[Ticket]:
+    """`count` requests, one after the other, right after a 5 s gate on lane v1 closed at
+    t=0 by a cut from 8/s to 4/s (the window never full)."""
+    lane = limiter.lane("v1")
+    lane.state = RateState(rate_per_s=8.0)
+    limiter.record_rate_limited(Ticket(lane, 0.0, paced=True), 5.0, announced=False)
+    assert lane.rate_per_s == 4.0
+    return [await send(limiter, clock, "v1") for _ in range(count)]
+
+
+async def test_a_gate_earns_credit_for_what_upstream_refilled_meanwhile() -> None:
+    """Upstream's bucket refilled while the gate was closed (at most a second of it, at the
+    rate the cut left: 4 requests): that many go at once when it opens, then the pace."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, max_concurrency=16))
+    tickets = await _sent_after_a_gate(limiter, clock, 7)
+    sent = [t.sent_at for t in tickets]
+    interval = 1 / limiter.lane("v1").rate_per_s
+    assert sent[:5] == pytest.approx([5.0] * 5)  # the first at its pace, four on credit
+    assert [t.on_credit for t in tickets[:5]] == [False, True, True, True, True]
+    gaps = [b - a for a, b in itertools.pairwise(sent[4:])]
+    assert gaps == pytest.approx([interval, interval], rel=0.05)
+    assert not tickets[5].on_credit and not tickets[6].on_credit
+
+
+async def test_credit_refused_means_gates_earn_none_from_then_on() -> None:
+    """A request sent on credit was refused: upstream's burst is smaller than a second's
+    worth, so the next gate is waited out and the pace resumes, no requests at once."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, max_concurrency=16))
+    tickets = await _sent_after_a_gate(limiter, clock, 2)
+    assert tickets[1].on_credit
+    limiter.record_rate_limited(tickets[1], 5.0, announced=False)
+    lane = limiter.lane("v1")
+    assert (lane.refill_s, lane.credit) == (0.0, 0.0)
+    after = [await send(limiter, clock, "v1") for _ in range(3)]
+    assert not any(t.on_credit for t in after)
+    gaps = [b.sent_at - a.sent_at for a, b in itertools.pairwise(after)]
+    assert min(gaps) == pytest.approx(1 / lane.rate_per_s, rel=0.05)
+
+
+async def test_the_ceiling_holds_requests_sent_on_credit() -> None:
+    """Credit speeds a lane past its own pace, never past the key's opt-in ceiling."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=4.0, max_concurrency=16))
+    tickets = await _sent_after_a_gate(limiter, clock, 4)
+    gaps = [b.sent_at - a.sent_at for a, b in itertools.pairwise(tickets)]
+    assert min(gaps) == pytest.approx(0.25, rel=0.01)
