@@ -21,7 +21,7 @@ import ipaddress
 import random
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace, TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -216,10 +216,16 @@ class CoreClawClient:
         """0-based page `page_number` of one endpoint's list; v2's `offset` reading is
         detected first when it is not known (yet)."""
         endpoint = ENDPOINTS[source]
-        # A reading the endpoint ignores: page_params needs some value.
-        reading = await self.offset_mode() if endpoint.offset_reading else OffsetMode.ITEMS
-        params = {**endpoint.page_params(page_number, page_size, reading), **filters}
-        page = await self._list(endpoint, params)
+        if endpoint.offset_reading and not filters and self._page0_detects(page_number, page_size):
+            # Page 0 is `offset=0` under every reading (pages1: 0 behaves like 1), and its
+            # head is the probe's first read: detection costs a round trip less.
+            page = await self._list(endpoint, endpoint.page_params(0, page_size, OffsetMode.ITEMS))
+            await self.offset_mode(first=page)
+        else:
+            # A reading the endpoint ignores: page_params needs some value.
+            reading = await self.offset_mode() if endpoint.offset_reading else OffsetMode.ITEMS
+            params = {**endpoint.page_params(page_number, page_size, reading), **filters}
+            page = await self._list(endpoint, params)
         if endpoint.offset_reading and not filters:
             # A filtered list's count says nothing about the whole list.
             self._reading.observe(page.count)
@@ -242,16 +248,22 @@ class CoreClawClient:
         """How v2's offset reading was last decided (the setting, or the data)."""
         return self._detection
 
-    async def offset_mode(self) -> OffsetMode:
+    def _page0_detects(self, page_number: int, page_size: int) -> bool:
+        """Whether this v2 page can be detection's first read, detection being due: page 0
+        of the whole list, holding at least the probe's first read."""
+        return self._reading.stale and page_number == 0 and page_size >= PROBE_FIRST[1]
+
+    async def offset_mode(self, *, first: Page | None = None) -> OffsetMode:
         """What v2's `offset` means on this server (SPEC "Known ambiguity").
 
         Forced by the setting, or detected from data; an answer the data could
         not decide is used but not kept: it is detected again once the list
-        has grown.
+        has grown.  `first`: a page fetched at `offset=0` (of at least the
+        probe's size), to stand for the probe's first read.
         """
         reading = self._reading
         if reading.stale:
-            self._detection = await self._detect()
+            self._detection = await self._detect(first)
             reading.adopt(self._detection)
         if self._logged != self._detection:
             self._logged = self._detection
@@ -271,10 +283,13 @@ class CoreClawClient:
             )
         return reading.mode
 
-    async def _detect(self) -> Detection:
+    async def _detect(self, page0: Page | None = None) -> Detection:
         detection = Detection(None, "not_probed", settled=False)
         for _ in range(DETECT_ATTEMPTS):
-            first = await self.list_v2(offset=PROBE_FIRST[0], limit=PROBE_FIRST[1])
+            if page0 is None:
+                first = await self.list_v2(offset=PROBE_FIRST[0], limit=PROBE_FIRST[1])
+            else:
+                first, page0 = replace(page0, items=page0.items[: PROBE_FIRST[1]]), None
             probe = await self.list_v2(offset=PROBE_SECOND[0], limit=PROBE_SECOND[1])
             reread = await self.list_v2(offset=PROBE_FIRST[0], limit=PROBE_FIRST[1])
             step = None

@@ -813,8 +813,37 @@ async def test_an_undecided_reading_is_detected_again_once_the_list_grew(
     assert found[-1] == (mode.value, "probe_slugs", True)
     assert all(settled is False for _, _, settled in found[:-1])
     probes = [c for c in upstream.calls if c.url.query["limit"] in {"2", "4"}]
-    # two detections of three requests each; one run already tells PAGES1 apart
-    assert len(probes) == (3 if mode is OffsetMode.PAGES1 else 6)
+    # two detections of three requests each, the first read of the first one being the
+    # walk's page 0 (limit 5); one run already tells PAGES1 apart
+    assert len(probes) == (2 if mode is OffsetMode.PAGES1 else 5)
+
+
+@pytest.mark.parametrize("mode", READINGS)
+async def test_page_0_is_the_first_read_of_detection(
+    client: CoreClawClient, upstream: Upstream, mode: OffsetMode
+) -> None:
+    """A cold v2 walk asks for page 0 (`offset=0` under every reading) before it knows the
+    reading, and detection takes that page's head as its first read: the probe and the
+    re-read follow, then page 1 under the reading detected -- three requests before page
+    1, not four -- and every run comes once."""
+    upstream.fallback[V2] = served(SLUGS, mode)
+    with capture_logs() as logs:
+        assert await walk(client, Source.V2, 5) == SLUGS
+    asked = [(c.url.query["offset"], c.url.query["limit"]) for c in upstream.calls[:4]]
+    page1 = {OffsetMode.ITEMS: "5", OffsetMode.PAGES0: "1", OffsetMode.PAGES1: "2"}[mode]
+    assert asked == [("0", "5"), ("1", "2"), ("0", "4"), (page1, "5")]
+    assert detections(logs) == [(mode.value, "probe_slugs", True)]
+
+
+async def test_a_filtered_page_0_is_not_taken_for_the_probe(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """A status-filtered page 0 starts another list: detection reads the whole list's head."""
+    upstream.fallback[V2] = served(SLUGS, OffsetMode.PAGES0)
+    await client.fetch_page(Source.V2, 0, 5, status="running")
+    asked = [(c.url.query["offset"], c.url.query["limit"]) for c in upstream.calls]
+    assert asked[:3] == [("0", "4"), ("1", "2"), ("0", "4")]
+    assert upstream.calls[3].url.query["status"] == "running"
 
 
 async def test_a_run_arriving_during_the_probe_does_not_fool_detection(
@@ -888,7 +917,8 @@ async def test_a_filtered_list_count_does_not_trigger_detection(
     await client.fetch_page(Source.V2, 0, 5, status="running")
     await client.fetch_page(Source.V2, 0, 5)
     limits = [c.url.query["limit"] for c in upstream.calls]
-    assert limits == ["4", "2", "4", "5", "5", "5"]  # one detection (three probes) only
+    # one detection only: page 0 as its first read, the probe, the re-read
+    assert limits == ["5", "2", "4", "5", "5"]
 
 
 @pytest.mark.parametrize("forced", [*READINGS, "pages"])
