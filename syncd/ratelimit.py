@@ -9,9 +9,10 @@ TCP finds a path's window:
   request that waited for the controller adds `(growth - 1) x rate / max(1,
   rate x rtt)`: a round trip's worth of answers multiplies the rate by
   `slow_start_growth` (1.5), whatever the latency -- but once the requests in
-  flight upstream (rate x lowest round trip) reach four, no faster than x2 a
+  flight upstream (rate x lowest round trip) reach four, no faster than x1.5 a
   second: upstream's hidden burst lasts seconds, and when it runs out every
-  request in flight is refused.
+  request in flight is refused.  Above the quota this costs nothing (the
+  burst is what gets through, however fast it is spent).
   Growth holds while the smoothed round trip is above `latency_tolerance`
   times the lowest one seen (upstream is queueing, more would not help).
 * **in flight**: each lane's window follows its rate: `window_headroom x rate
@@ -19,8 +20,10 @@ TCP finds a path's window:
   `max_concurrency`.  On a far API the window, not the rate, is what a fixed
   concurrency would cap.
 * **decrease**: a rate limit drops the lane's rate to `decrease_factor` times
-  the rate upstream actually *accepted* since its previous one (the first
-  one, with nothing measured, halves it); that rate becomes the known limit.
+  the rate upstream actually *accepted* since its previous one, which becomes
+  the known limit.  The first one has no steady rate to measure (a burst was
+  being spent): the quota is read off it as a token bucket's with a second's
+  burst (`bucketfit.py`), or, with too little to go on, the rate is halved.
 * **increase**: per second of sending, a quarter of the known limit up to it
   (at least `increase_per_s`), then a
   probe above it that starts slow and doubles its gain every
@@ -75,6 +78,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
+from syncd.bucketfit import fitted_rate_per_s
 from syncd.clock import SYSTEM_CLOCK, Clock
 from syncd.quotascope import QuotaScope, ScopeLearner
 
@@ -118,9 +122,12 @@ class RatePolicy:
     slow_start_growth: float = 1.5
     # Limited slow start (after RFC 3742): upstream's burst is measured in seconds, not
     # round trips, and when it runs out every request in flight is refused.  So once
-    # that many would be, growth is held to x2 per second: a far API's first event cost
-    # ~8 refusals, not ~20, and a near one (low round trips) is not held at all.
+    # that many would be, growth is held to `limited_growth_per_s`: a far API's first
+    # event cost 8-9 refusals at x1.5 a second, 9-11 at x2, ~20 unheld; a near one (low
+    # round trips) is not held at all.  Slower is free above the quota (the burst is
+    # spent either way) and costs a generous quota the time to climb to it.
     limited_slow_start_in_flight: float = 4.0
+    limited_growth_per_s: float = 1.5  # the rate's growth per second, once held
     max_concurrency: int = 32  # requests in flight per lane, at most
     latency_tolerance: float = 2.0  # no growth while srtt > this x the lowest rtt
     window_headroom: float = 1.5  # window = headroom x rate x smoothed rtt (+1)
@@ -140,8 +147,10 @@ class RatePolicy:
             raise ValueError("max_concurrency must be >= 1")
         if not (0 < self.decrease_factor < 1 and 0 < self.blind_decrease_factor < 1):
             raise ValueError("decrease factors must be between 0 and 1")
-        if self.slow_start_growth <= 1 or self.limited_slow_start_in_flight <= 0:
-            raise ValueError("slow_start_growth must be > 1, limited_slow_start_in_flight > 0")
+        if min(self.slow_start_growth, self.limited_growth_per_s) <= 1:
+            raise ValueError("slow_start_growth and limited_growth_per_s must be > 1")
+        if self.limited_slow_start_in_flight <= 0:
+            raise ValueError("limited_slow_start_in_flight must be > 0")
         if self.latency_tolerance < 1 or self.window_headroom <= 0:
             raise ValueError("latency_tolerance must be >= 1 and window_headroom > 0")
         steps = (
@@ -200,9 +209,9 @@ class RateState:
 
         Slow start: a round trip's worth of answers multiplies the rate by
         `slow_start_growth` (one answer never more than that) -- but no faster
-        than x2 a second once `rate x base_rtt_s` (the lowest round trip: the
-        requests in flight upstream, not this process's own queueing) reaches
-        `limited_slow_start_in_flight`.  After it: additive, for `sending_s`
+        than `limited_growth_per_s` a second once `rate x base_rtt_s` (the
+        lowest round trip: the requests in flight upstream, not this process's
+        own queueing) reaches `limited_slow_start_in_flight`.  After it: additive, for `sending_s`
         seconds of sending, counted for at most one request interval, so an
         idle spell earns nothing.
         """
@@ -211,8 +220,8 @@ class RateState:
             step = gain * self.rate_per_s / max(1.0, self.rate_per_s * max(rtt_s, 0.0))
             exposed = self.rate_per_s * (rtt_s if base_rtt_s is None else base_rtt_s)
             if exposed >= policy.limited_slow_start_in_flight:
-                # About `rate` answers a second, each adding ln 2: x2 per second.
-                step = min(step, math.log(2.0))
+                # About `rate` answers a second, each adding ln(growth): x growth a second.
+                step = min(step, math.log(policy.limited_growth_per_s))
             return replace(self, rate_per_s=min(policy.ceiling_per_s, self.rate_per_s + step))
         credit_s = min(max(sending_s, 0.0), 1.0 / self.rate_per_s)
         step = min(self.gain_per_s(policy) * credit_s, self.rate_per_s)
@@ -223,7 +232,9 @@ class RateState:
             probe_s=self.probe_s + credit_s if probing else self.probe_s,
         )
 
-    def after_rate_limited(self, policy: RatePolicy, accepted_per_s: float | None) -> RateState:
+    def after_rate_limited(
+        self, policy: RatePolicy, accepted_per_s: float | None, fitted_per_s: float | None = None
+    ) -> RateState:
         """Multiplicative decrease below what upstream accepted, never below the floor.
 
         `accepted_per_s` is upstream's accepted rate since the previous rate
@@ -231,11 +242,17 @@ class RateState:
         rate limit ends slow start, and what was accepted until then includes
         upstream's burst, so that cut is the deep one (`blind_decrease_factor`)
         and the rate it leaves becomes the known limit (only the probe climbs
-        above it).  Later ones measure the steady rate (`decrease_factor`), and
-        the rate the cut starts from becomes the known limit.
+        above it) -- unless the quota was read off that first rate limit
+        (`fitted_per_s`, bucketfit.py): kept between the deep cut's rate and
+        the basis, it is then the basis, as a measured rate is.  Later ones
+        measure the steady rate (`decrease_factor`), and the rate the cut
+        starts from becomes the known limit.
         """
         basis = self.rate_per_s if accepted_per_s is None else min(self.rate_per_s, accepted_per_s)
         first = self.limit_per_s is None or accepted_per_s is None
+        if first and fitted_per_s is not None and accepted_per_s is not None:
+            basis = min(basis, max(fitted_per_s, basis * policy.blind_decrease_factor))
+            first = False
         factor = policy.blind_decrease_factor if first else policy.decrease_factor
         rate = max(policy.min_rate_per_s, basis * factor)
         return RateState(rate_per_s=rate, limit_per_s=rate if first else basis)
@@ -404,7 +421,9 @@ class Lane:
         self.observe_rtt(now, rtt_s)
         cut = now >= self.not_before  # not an answer to a request sent before the gate closed
         if cut:
-            self.state = self.state.after_rate_limited(self.policy, self._accepted_per_s(now))
+            self.state = self.state.after_rate_limited(
+                self.policy, self._accepted_per_s(now), self._fitted_per_s(now)
+            )
             self._last_cut_at = self._gate_from = now
             self.credit = 0.0
             self.borrowed = {}  # the cut measured what this lane really gets
@@ -481,17 +500,27 @@ class Lane:
         """Set this lane to its share of a budget the key's lanes turned out to have in common."""
         self.state = RateState(rate_per_s=rate_per_s, limit_per_s=limit_per_s)
 
-    def leave_slow_start_at(self, limit_per_s: float) -> None:
-        """Another lane of the key found its limit and settled at `limit_per_s`: growing
-        past that blind would likely overshoot this one's too (a shared quota, or quotas
-        per endpoint and alike), so above it this lane probes slowly instead of doubling."""
-        if self.state.limit_per_s is None and self.state.rate_per_s >= limit_per_s:
-            self.state = RateState(rate_per_s=limit_per_s, limit_per_s=limit_per_s)
+    def leave_slow_start_at(self, rate_per_s: float, limit_per_s: float | None = None) -> None:
+        """Another lane of the key found its limit and settled at `rate_per_s` below it:
+        growing past that blind would likely overshoot this one's too (a shared quota, or
+        quotas per endpoint and alike), so this lane takes the same rate and limit -- it
+        recovers to that limit and probes slowly above it instead of doubling."""
+        if self.state.limit_per_s is None and self.state.rate_per_s >= rate_per_s:
+            limit = rate_per_s if limit_per_s is None else max(limit_per_s, rate_per_s)
+            self.state = RateState(rate_per_s=rate_per_s, limit_per_s=limit)
 
     def close_until(self, until: float) -> None:
         self.not_before = max(self.not_before, until)
         if self._last_cut_at is not None:
             self._measure_from = max(self._last_cut_at, self.not_before - GATE_CREDIT_S)
+
+    def _fitted_per_s(self, now: float) -> float | None:
+        """At the first rate limit: the quota of a token bucket with a second's burst."""
+        if self.state.limit_per_s is not None or self.policy.window_s <= 0:
+            return None
+        return fitted_rate_per_s(
+            self._successes, now, burst_s=GATE_CREDIT_S, upper_per_s=self.state.rate_per_s
+        )
 
     def _accepted_per_s(self, now: float) -> float | None:
         if self.policy.window_s <= 0:
@@ -671,9 +700,10 @@ class RateLimiter:
         self._on_answer(lane, ticket, refused=False, now=now)
         others = [o for o in self._lanes.values() if o is not lane]
         if lane.limit_per_s is None:
-            settled = [o.rate_per_s for o in others if o.limit_per_s is not None]
+            settled = [o for o in others if o.limit_per_s is not None]
             if settled:
-                lane.leave_slow_start_at(max(settled))
+                first = max(settled, key=lambda o: o.rate_per_s)
+                lane.leave_slow_start_at(first.rate_per_s, first.limit_per_s)
         else:
             self._lend_between(lane, others, now)
         self._changed.set()  # the window may have grown

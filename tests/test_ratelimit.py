@@ -91,28 +91,30 @@ def test_slow_start_grows_per_round_trip_of_answers(
     ("rate", "rtt_s", "base_rtt_s", "step"),
     [
         (20.0, 0.15, 0.15, 0.5 / 0.15),  # 3 in flight: a round trip x1.5
-        (40.0, 0.15, 0.15, math.log(2)),  # 6 in flight upstream: held to x2 a second
-        (40.0, 0.15, None, math.log(2)),  # no lowest round trip yet: the smoothed one
+        (40.0, 0.15, 0.15, math.log(1.5)),  # 6 in flight upstream: held to x1.5 a second
+        (40.0, 0.15, None, math.log(1.5)),  # no lowest round trip yet: the smoothed one
         (400.0, 0.03, 0.002, 0.5 / 0.03),  # a near server, this process queueing: not held
     ],
 )
 def test_limited_slow_start(
     rate: float, rtt_s: float, base_rtt_s: float | None, step: float
 ) -> None:
-    """Once rate x lowest round trip reaches 4 requests in flight, an answer adds ln 2 at
-    most, so a second of answers (rate of them) doubles the rate, not a round trip's."""
+    """Once rate x lowest round trip reaches 4 requests in flight, an answer adds ln 1.5 at
+    most, so a second of answers (rate of them) multiplies the rate by 1.5, not a round
+    trip's."""
     policy = replace(POLICY, max_rate_per_s=None)
     got = RateState(rate).after_success(policy, sending_s=0.0, rtt_s=rtt_s, base_rtt_s=base_rtt_s)
     assert got.rate_per_s - rate == pytest.approx(step)
 
 
-def test_limited_slow_start_doubles_per_second() -> None:
-    policy = replace(POLICY, max_rate_per_s=None)
+@pytest.mark.parametrize("growth", [1.5, 2.0])
+def test_limited_slow_start_grows_by_its_factor_a_second(growth: float) -> None:
+    policy = replace(POLICY, max_rate_per_s=None, limited_growth_per_s=growth)
     state, elapsed = RateState(40.0), 0.0
     while elapsed < 1.0:  # answers of one second, as they come at the growing rate
         elapsed += 1.0 / state.rate_per_s
         state = state.after_success(policy, sending_s=0.0, rtt_s=0.15, base_rtt_s=0.15)
-    assert state.rate_per_s == pytest.approx(80.0, rel=0.05)
+    assert state.rate_per_s == pytest.approx(40.0 * growth, rel=0.05)
 
 
 @pytest.mark.parametrize(
@@ -169,6 +171,25 @@ def test_after_rate_limited(
     assert got.rate_per_s == pytest.approx(rate)
     assert got.limit_per_s == pytest.approx(limit)
     assert got.probe_s == 0.0  # the probe starts over
+
+
+@pytest.mark.parametrize(
+    ("state", "accepted", "fitted", "rate", "limit"),
+    [
+        (RateState(50.0), 40.0, 25.0, 22.5, 25.0),  # the fitted quota: a measured limit
+        (RateState(50.0), 40.0, 10.0, 18.0, 20.0),  # never below the deep cut's basis
+        (RateState(50.0), 40.0, 45.0, 36.0, 40.0),  # nor above what got through
+        (RateState(50.0), None, 25.0, 25.0, 25.0),  # nothing measured: the blind cut
+        (RateState(50.0, 30.0), 28.0, 10.0, 25.2, 28.0),  # a later cut ignores any fit
+    ],
+)
+def test_after_the_first_rate_limit_with_a_fitted_quota(
+    state: RateState, accepted: float | None, fitted: float, rate: float, limit: float
+) -> None:
+    """The quota read off the first rate limit (bucketfit.py) stands in for a measured
+    accepted rate, kept between half and all of what was accepted."""
+    got = state.after_rate_limited(POLICY, accepted, fitted)
+    assert (got.rate_per_s, got.limit_per_s) == (pytest.approx(rate), pytest.approx(limit))
 
 
 @pytest.mark.parametrize(
@@ -486,6 +507,14 @@ def test_slow_start_ends_only_at_or_above_the_rate_another_lane_settled_at(
     lane.state = RateState(rate)
     lane.leave_slow_start_at(settled_at)
     assert lane.state == after
+
+
+def test_a_lane_leaving_slow_start_takes_the_other_lanes_limit_too() -> None:
+    """The other lane settled at 9/s below a limit of 10/s: this one recovers to 10 too."""
+    lane = Lane("v2", POLICY)
+    lane.state = RateState(30.0)
+    lane.leave_slow_start_at(9.0, 10.0)
+    assert lane.state == RateState(9.0, limit_per_s=10.0)
 
 
 async def test_requests_of_a_lane_go_in_the_order_they_asked() -> None:
