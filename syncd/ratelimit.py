@@ -9,7 +9,7 @@ TCP finds a path's window:
   request that waited for the controller adds `(growth - 1) x rate / max(1,
   rate x rtt)`: a round trip's worth of answers multiplies the rate by
   `slow_start_growth` (1.5), whatever the latency -- but once the requests in
-  flight upstream (rate x lowest round trip) reach four, no faster than x1.5 a
+  flight upstream (rate x lowest round trip) reach four, no faster than x1.3 a
   second: upstream's hidden burst lasts seconds, and when it runs out every
   request in flight is refused.  Above the quota this costs nothing (the
   burst is what gets through, however fast it is spent).
@@ -123,11 +123,12 @@ class RatePolicy:
     # Limited slow start (after RFC 3742): upstream's burst is measured in seconds, not
     # round trips, and when it runs out every request in flight is refused.  So once
     # that many would be, growth is held to `limited_growth_per_s`: a far API's first
-    # event cost 8-9 refusals at x1.5 a second, 9-11 at x2, ~20 unheld; a near one (low
-    # round trips) is not held at all.  Slower is free above the quota (the burst is
-    # spent either way) and costs a generous quota the time to climb to it.
+    # event cost 7-8 refusals at x1.3 a second, 8-9 at x1.5, 9-11 at x2, ~20 unheld; a
+    # near one (low round trips) is not held at all.  Slower is free above the quota (the
+    # burst is spent either way; the first cut reads the quota off it, bucketfit.py) and
+    # costs a generous quota the time to climb to it: at 100/s and 150 ms, about a second.
     limited_slow_start_in_flight: float = 4.0
-    limited_growth_per_s: float = 1.5  # the rate's growth per second, once held
+    limited_growth_per_s: float = 1.3  # the rate's growth per second, once held
     max_concurrency: int = 32  # requests in flight per lane, at most
     latency_tolerance: float = 2.0  # no growth while srtt > this x the lowest rtt
     window_headroom: float = 1.5  # window = headroom x rate x smoothed rtt (+1)

@@ -91,23 +91,23 @@ def test_slow_start_grows_per_round_trip_of_answers(
     ("rate", "rtt_s", "base_rtt_s", "step"),
     [
         (20.0, 0.15, 0.15, 0.5 / 0.15),  # 3 in flight: a round trip x1.5
-        (40.0, 0.15, 0.15, math.log(1.5)),  # 6 in flight upstream: held to x1.5 a second
-        (40.0, 0.15, None, math.log(1.5)),  # no lowest round trip yet: the smoothed one
+        (40.0, 0.15, 0.15, math.log(1.3)),  # 6 in flight upstream: held to x1.3 a second
+        (40.0, 0.15, None, math.log(1.3)),  # no lowest round trip yet: the smoothed one
         (400.0, 0.03, 0.002, 0.5 / 0.03),  # a near server, this process queueing: not held
     ],
 )
 def test_limited_slow_start(
     rate: float, rtt_s: float, base_rtt_s: float | None, step: float
 ) -> None:
-    """Once rate x lowest round trip reaches 4 requests in flight, an answer adds ln 1.5 at
-    most, so a second of answers (rate of them) multiplies the rate by 1.5, not a round
+    """Once rate x lowest round trip reaches 4 requests in flight, an answer adds ln 1.3 at
+    most, so a second of answers (rate of them) multiplies the rate by 1.3, not a round
     trip's."""
     policy = replace(POLICY, max_rate_per_s=None)
     got = RateState(rate).after_success(policy, sending_s=0.0, rtt_s=rtt_s, base_rtt_s=base_rtt_s)
     assert got.rate_per_s - rate == pytest.approx(step)
 
 
-@pytest.mark.parametrize("growth", [1.5, 2.0])
+@pytest.mark.parametrize("growth", [1.3, 2.0])
 def test_limited_slow_start_grows_by_its_factor_a_second(growth: float) -> None:
     policy = replace(POLICY, max_rate_per_s=None, limited_growth_per_s=growth)
     state, elapsed = RateState(40.0), 0.0
