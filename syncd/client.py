@@ -220,7 +220,11 @@ class CoreClawClient:
             # Page 0 is `offset=0` under every reading (pages1: 0 behaves like 1), and its
             # head is the probe's first read: detection costs a round trip less.
             page = await self._list(endpoint, endpoint.page_params(0, page_size, OffsetMode.ITEMS))
-            await self.offset_mode(first=page)
+            # A page cut short (upstream does that) would not be the probe's first read.
+            whole = page.count is not None and len(page.items) >= page.count
+            await self.offset_mode(
+                first=page if len(page.items) >= PROBE_FIRST[1] or whole else None
+            )
         else:
             # A reading the endpoint ignores: page_params needs some value.
             reading = await self.offset_mode() if endpoint.offset_reading else OffsetMode.ITEMS

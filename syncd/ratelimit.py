@@ -96,6 +96,7 @@ GATE_CREDIT_S = 1.0
 # With no ceiling set, rates stay below this (a bound for the arithmetic, not a policy).
 RATE_BOUND_PER_S = 10_000.0
 FIRST_CUT_LOOKBACK_S = 1.0  # the first cut measures what got through this far back, at least
+CLIMB_RATIO = 1.25  # a lane climbing into its first rate limit: its last second this much faster
 IDLE_AFTER_S = 1.0  # a lane that sent nothing for this long is between cycles
 # A request waiting on a gate looks again this often: the answers under way may show
 # meanwhile that the quotas are per endpoint, which opens an announced wait's gate for
@@ -359,6 +360,7 @@ class Lane:
     # burst is smaller than that): a gate is then simply lost time, as before.
     refill_s: float = GATE_CREDIT_S
     credit: float = 0.0
+    credit_until: float = float("-inf")  # credit is spent by then, or void: others may
     _gate_from: float | None = None  # when the gate not yet turned into credit closed
 
     def __post_init__(self) -> None:
@@ -426,7 +428,7 @@ class Lane:
                 self.policy, self._accepted_per_s(now), self._fitted_per_s(now)
             )
             self._last_cut_at = self._gate_from = now
-            self.credit = 0.0
+            self.credit, self.credit_until = 0.0, float("-inf")
             self.borrowed = {}  # the cut measured what this lane really gets
         self.close_until(now + wait_s)
         return cut
@@ -438,16 +440,22 @@ class Lane:
             return
         closed_s = min(self.not_before - self._gate_from, self.refill_s)
         self.credit = closed_s * self.state.rate_per_s
+        # What refilled is there to be spent while the gate's second lasts, not later:
+        # by then the key's other users (the other lane, another process) may have.
+        self.credit_until = self.not_before + self.refill_s
         self._gate_from = None
 
-    def pace_from(self) -> float | None:
+    def has_credit(self, now: float) -> bool:
+        return self.credit >= 1 and now < self.credit_until
+
+    def pace_from(self, now: float) -> float | None:
         """The send time the next request is spaced from (None: it need not be spaced)."""
-        return None if self.credit >= 1 else self.last_sent_at
+        return None if self.has_credit(now) else self.last_sent_at
 
     def spend_credit(self, now: float) -> bool:
         """Whether a request going at `now` goes on credit (sooner than the pace allows)."""
         spaced = self.last_sent_at is not None and now < self.last_sent_at + 1 / self.rate_per_s
-        if self.credit < 1 or not spaced:
+        if not (spaced and self.has_credit(now)):
             return False
         self.credit -= 1
         return True
@@ -467,6 +475,14 @@ class Lane:
         known = self.state.limit_per_s
         if known is not None and limit_per_s > known:
             self.state = replace(self.state, limit_per_s=limit_per_s, probe_s=0.0)
+
+    @property
+    def own_limit_per_s(self) -> float | None:
+        """The known limit without what this lane borrowed."""
+        known = self.state.limit_per_s
+        if known is None:
+            return None
+        return max(self.policy.min_rate_per_s, known - sum(self.borrowed.values()))
 
     @property
     def own_rate_per_s(self) -> float:
@@ -516,8 +532,17 @@ class Lane:
             self._measure_from = max(self._last_cut_at, self.not_before - GATE_CREDIT_S)
 
     def _fitted_per_s(self, now: float) -> float | None:
-        """At the first rate limit: the quota of a token bucket with a second's burst."""
-        if self.state.limit_per_s is not None or self.policy.window_s <= 0:
+        """At the first rate limit: the quota of a token bucket with a second's burst --
+        if the lane was climbing into it.  One that was not (its last second no faster
+        than the seconds before) met a quota that shrank, or a bucket others drained,
+        which the fit would read as about the rate it sent at: it halves instead."""
+        if self.state.limit_per_s is not None or self.policy.window_s <= 0 or not self._successes:
+            return None
+        recent_since = now - FIRST_CUT_LOOKBACK_S
+        recent = sum(1 for t in self._successes if t > recent_since)
+        earlier_s = recent_since - self._successes[0]
+        earlier = len(self._successes) - recent
+        if earlier_s > 0 and recent / FIRST_CUT_LOOKBACK_S < CLIMB_RATIO * earlier / earlier_s:
             return None
         return fitted_rate_per_s(
             self._successes, now, burst_s=GATE_CREDIT_S, upper_per_s=self.state.rate_per_s
@@ -650,9 +675,10 @@ class RateLimiter:
             return
         # Held: once the gate opens, go at the lane's pace (and the key's ceiling), not
         # all at once with every other request held meanwhile.
-        while (send_at := self._send_at(lane, now := self._monotonic())) > now:
+        # Never on credit: they were let in under the window before the cut.
+        while (send_at := self._send_at(lane, now := self._monotonic(), credit=False)) > now:
             await self._nap(send_at - now)
-        ticket.on_credit = lane.spend_credit(now)
+        ticket.on_credit = False
         ticket.sent_at = lane.last_sent_at = self._last_sent_at = now
 
     def _answers_due(self, besides: int = 0) -> bool:
@@ -677,12 +703,17 @@ class RateLimiter:
         lane.last_sent_at = self._last_sent_at = now
         return Ticket(lane, now, paced, on_credit=on_credit)
 
-    def _send_at(self, lane: Lane, now: float, *, ceiling: bool = True) -> float:
+    def _send_at(
+        self, lane: Lane, now: float, *, ceiling: bool = True, credit: bool = True
+    ) -> float:
         self._scope.settle(now)
         gate = max(lane.not_before, self.not_before)
         lane.open_gate(now)
         send_at = next_send_at(
-            now=now, last_sent_at=lane.pace_from(), rate_per_s=lane.rate_per_s, not_before=gate
+            now=now,
+            last_sent_at=lane.pace_from(now) if credit else lane.last_sent_at,
+            rate_per_s=lane.rate_per_s,
+            not_before=gate,
         )
         if ceiling and self.policy.max_rate_per_s is not None:
             key_send_at = next_send_at(
@@ -704,7 +735,8 @@ class RateLimiter:
             settled = [o for o in others if o.limit_per_s is not None]
             if settled:
                 first = max(settled, key=lambda o: o.rate_per_s)
-                lane.leave_slow_start_at(first.rate_per_s, first.limit_per_s)
+                own_limit = first.own_limit_per_s or first.rate_per_s
+                lane.leave_slow_start_at(min(first.rate_per_s, own_limit), own_limit)
         else:
             self._lend_between(lane, others, now)
         self._changed.set()  # the window may have grown

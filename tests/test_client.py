@@ -835,6 +835,19 @@ async def test_page_0_is_the_first_read_of_detection(
     assert detections(logs) == [(mode.value, "probe_slugs", True)]
 
 
+async def test_a_page_0_cut_short_is_not_taken_for_the_probe(
+    client: CoreClawClient, upstream: Upstream
+) -> None:
+    """Page 0 came back with 2 items of a list of 6 (upstream cuts pages short now and then):
+    detection reads the probe's first page itself rather than take 2 items for 4."""
+    upstream.then(V2, ok(runs("f", "e"), count=6))
+    upstream.fallback[V2] = served(["f", "e", "d", "c", "b", "a"], OffsetMode.PAGES0)
+    await client.fetch_page(Source.V2, 0, 5)
+    asked = [(c.url.query["offset"], c.url.query["limit"]) for c in upstream.calls]
+    assert asked == [("0", "5"), ("0", "4"), ("1", "2"), ("0", "4")]
+    assert client.detection.mode is OffsetMode.PAGES0 and client.detection.settled
+
+
 async def test_a_filtered_page_0_is_not_taken_for_the_probe(
     client: CoreClawClient, upstream: Upstream
 ) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from syncd.bucketfit import fitted_rate_per_s
 from syncd.quotascope import QuotaScope
 from syncd.ratelimit import (
     Lane,
@@ -673,10 +674,10 @@ async def test_a_ticket_copied_with_its_request_stays_the_same_ticket() -> None:
 
 async def test_requests_held_at_a_gate_go_at_the_lanes_pace_when_it_opens() -> None:
     """Slots granted, then a gate closes before the requests are written: when it opens
-    they go one request interval apart, not in one burst (here no gate earns credit)."""
+    they go one request interval apart, not in one burst -- not on the gate's credit either:
+    they were let in under the window before the cut."""
     clock = FakeClock()
     limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=10.0))
-    limiter.lane("v1").refill_s = 0.0
     tickets = [await send_only(limiter, "v1") for _ in range(3)]
     limiter.record_rate_limited(tickets[0], 5.0, announced=True)
     interval = 1 / limiter.lane("v1").rate_per_s  # after the cut
@@ -810,3 +811,81 @@ async def test_the_ceiling_holds_requests_sent_on_credit() -> None:
     tickets = await _sent_after_a_gate(limiter, clock, 4)
     gaps = [b.sent_at - a.sent_at for a, b in itertools.pairwise(tickets)]
     assert min(gaps) == pytest.approx(0.25, rel=0.01)
+
+
+async def test_credit_not_spent_while_the_gates_second_lasts_is_void() -> None:
+    """An hour after the gate the refill is long gone to others: requests go at the pace."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, max_concurrency=16))
+    await _sent_after_a_gate(limiter, clock, 1)
+    assert limiter.lane("v1").credit >= 1  # earned, not spent
+    clock.now = 3600.0
+    later = [await send(limiter, clock, "v1") for _ in range(3)]
+    assert not any(t.on_credit for t in later)
+    gaps = [b.sent_at - a.sent_at for a, b in itertools.pairwise(later)]
+    assert min(gaps) == pytest.approx(1 / limiter.lane("v1").rate_per_s, rel=0.05)
+
+
+async def test_a_new_cut_voids_the_credit_of_the_gate_before() -> None:
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, max_concurrency=16))
+    tickets = await _sent_after_a_gate(limiter, clock, 2)
+    lane = limiter.lane("v1")
+    assert lane.credit >= 1
+    limiter.record_rate_limited(Ticket(lane, clock.now, paced=True), 0.5, announced=False)
+    assert lane.credit == 0.0 and not tickets[0].on_credit
+
+
+async def _climb_then_refused(limiter: RateLimiter, clock: FakeClock, rates: list[float]) -> Lane:
+    """Lane v1 sends a second at each of `rates` (requests/s, all accepted), then is refused."""
+    lane = limiter.lane("v1")
+    for rate in rates:
+        for _ in range(round(rate)):
+            clock.now += 1 / rate
+            limiter.record_success(Ticket(lane, clock.now, paced=False))
+    limiter.record_rate_limited(Ticket(lane, clock.now, paced=True), 1.0, announced=False)
+    return lane
+
+
+async def test_the_first_cut_of_a_climbing_lane_takes_the_fitted_quota() -> None:
+    """Climbing 10 -> 40/s into its first rate limit: the limit is the fitted token-bucket
+    rate (bucketfit.py) over the lane's own accepted requests, not half the nominal rate."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=60.0))
+    lane = limiter.lane("v1")
+    lane_times: list[float] = []
+    lane.on_success = _recording(lane.on_success, lane_times)  # type: ignore[method-assign]
+    lane = await _climb_then_refused(limiter, clock, [10.0, 20.0, 40.0])
+    expected = fitted_rate_per_s(lane_times, clock.now, burst_s=1.0, upper_per_s=60.0)
+    assert expected is not None and 20.0 < expected < 40.0
+    assert lane.limit_per_s == pytest.approx(expected)
+    assert lane.rate_per_s == pytest.approx(0.9 * expected)
+
+
+async def test_the_first_cut_of_a_steady_lane_halves() -> None:
+    """Steady at 20/s for seconds, then refused: not a climb into a burst (the quota shrank,
+    or others drained the bucket), so the first cut halves what was accepted."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=60.0))
+    lane = await _climb_then_refused(limiter, clock, [20.0] * 5)
+    assert lane.limit_per_s == pytest.approx(10.0, rel=0.05)
+
+
+def _recording(method: Any, times: list[float]) -> Any:
+    def wrapper(now: float, ticket: Ticket) -> None:
+        times.append(now)
+        method(now, ticket)
+
+    return wrapper
+
+
+async def test_a_lane_leaving_slow_start_takes_the_others_own_limit_not_a_loan() -> None:
+    """The settled lane borrowed the quiet lane's rate: the one leaving slow start takes
+    the settled lane's own limit, not one swollen by a loan (of its own rate, even)."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=30.0))
+    v1, v2 = limiter.lane("v1"), limiter.lane("v2")
+    v2.state = RateState(9.0, limit_per_s=70.0)
+    v2.borrowed = {"v1": 60.0}
+    await send(limiter, clock, "v1")
+    assert v1.limit_per_s == 10.0 and v1.rate_per_s <= 10.0
