@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.fakedata import CYCLE, IN_FLIGHT, TERMINAL, Dataset
+from syncd.fakedata import CYCLE, IN_FLIGHT, TERMINAL, Dataset, ulid
 
 RUNS = 2 * CYCLE + 300  # more than one period of the tables, so the arithmetic wraps
 
@@ -92,3 +92,20 @@ def test_a_tick_adds_runs_at_the_head_and_leaves_the_static_region_alone() -> No
         r["slug"] for r in after if r["status"] in IN_FLIGHT
     }
     assert moved  # some of the initially in-flight runs have finished
+
+
+def _ulid_by_five_bits(ms: int, rand: int) -> str:
+    n = ((ms & ((1 << 48) - 1)) << 80) | (rand & ((1 << 80) - 1))
+    return "".join(
+        "0123456789ABCDEFGHJKMNPQRSTVWXYZ"[(n >> (5 * i)) & 31] for i in range(25, -1, -1)
+    )
+
+
+@pytest.mark.parametrize(
+    ("ms", "rand"),
+    [(0, 0), ((1 << 48) - 1, (1 << 80) - 1), (1 << 48, 1 << 80), (1_700_000_000_123, 0xABCDEF)],
+)
+def test_ulid_is_crockford_base32_of_time_and_randomness(ms: int, rand: int) -> None:
+    """26 characters, 5 bits each, time first; bits beyond 48 and 80 are dropped."""
+    got = ulid(ms, rand)
+    assert len(got) == 26 and got == _ulid_by_five_bits(ms, rand)
