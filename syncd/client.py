@@ -216,15 +216,11 @@ class CoreClawClient:
         """0-based page `page_number` of one endpoint's list; v2's `offset` reading is
         detected first when it is not known (yet)."""
         endpoint = ENDPOINTS[source]
-        if endpoint.offset_reading and not filters and self._page0_detects(page_number, page_size):
+        if endpoint.offset_reading and not filters and page_number == 0 and self._reading.stale:
             # Page 0 is `offset=0` under every reading (pages1: 0 behaves like 1), and its
             # head is the probe's first read: detection costs a round trip less.
             page = await self._list(endpoint, endpoint.page_params(0, page_size, OffsetMode.ITEMS))
-            # A page cut short (upstream does that) would not be the probe's first read.
-            whole = page.count is not None and len(page.items) >= page.count
-            await self.offset_mode(
-                first=page if len(page.items) >= PROBE_FIRST[1] or whole else None
-            )
+            await self.offset_mode(first=page if _holds_probe_head(page) else None)
         else:
             # A reading the endpoint ignores: page_params needs some value.
             reading = await self.offset_mode() if endpoint.offset_reading else OffsetMode.ITEMS
@@ -251,11 +247,6 @@ class CoreClawClient:
     def detection(self) -> Detection:
         """How v2's offset reading was last decided (the setting, or the data)."""
         return self._detection
-
-    def _page0_detects(self, page_number: int, page_size: int) -> bool:
-        """Whether this v2 page can be detection's first read, detection being due: page 0
-        of the whole list, holding at least the probe's first read."""
-        return self._reading.stale and page_number == 0 and page_size >= PROBE_FIRST[1]
 
     async def offset_mode(self, *, first: Page | None = None) -> OffsetMode:
         """What v2's `offset` means on this server (SPEC "Known ambiguity").
@@ -483,6 +474,13 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _holds_probe_head(page0: Page) -> bool:
+    """Page 0 holds what the probe's first read would: as many items, or the whole list
+    (not a page cut short, which upstream sends now and then, nor a smaller page size)."""
+    whole = page0.count is not None and len(page0.items) >= page0.count
+    return whole or len(page0.items) >= PROBE_FIRST[1]
 
 
 def _slugs(page: Page) -> list[object]:

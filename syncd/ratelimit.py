@@ -448,10 +448,6 @@ class Lane:
     def has_credit(self, now: float) -> bool:
         return self.credit >= 1 and now < self.credit_until
 
-    def pace_from(self, now: float) -> float | None:
-        """The send time the next request is spaced from (None: it need not be spaced)."""
-        return None if self.has_credit(now) else self.last_sent_at
-
     def spend_credit(self, now: float) -> bool:
         """Whether a request going at `now` goes on credit (sooner than the pace allows)."""
         spaced = self.last_sent_at is not None and now < self.last_sent_at + 1 / self.rate_per_s
@@ -711,7 +707,8 @@ class RateLimiter:
         lane.open_gate(now)
         send_at = next_send_at(
             now=now,
-            last_sent_at=lane.pace_from(now) if credit else lane.last_sent_at,
+            # On credit, a request need not be spaced from the one before.
+            last_sent_at=None if credit and lane.has_credit(now) else lane.last_sent_at,
             rate_per_s=lane.rate_per_s,
             not_before=gate,
         )
