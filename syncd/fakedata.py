@@ -117,10 +117,21 @@ _OWNERS = ("acme", "globex", "initech", "umbrella")
 
 def mix(seed: int, g: int, salt: int) -> int:
     """A 64-bit hash of (seed, g, salt): splitmix64's finaliser."""
-    z = (seed * 0x9E3779B97F4A7C15 + g * 0xBF58476D1CE4E5B9 + salt * 0x94D049BB133111EB) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
+    return hasher(seed, salt)(g)
+
+
+def hasher(seed: int, salt: int) -> Callable[[int], int]:
+    """``mix(seed, ., salt)``, with the part that does not depend on ``g`` done once:
+    the simulator hashes every run it serves several times."""
+    base = seed * 0x9E3779B97F4A7C15 + salt * 0x94D049BB133111EB
+
+    def hashed(g: int) -> int:
+        z = (base + g * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        return z ^ (z >> 31)
+
+    return hashed
 
 
 def rand80(seed: int, g: int, salt: int) -> int:
@@ -210,6 +221,10 @@ class Dataset:
     ) -> None:
         self.seed = seed
         self.bad_every = bad_every
+        # The hashes every served run needs, by salt (see _fields, slug, _tie).
+        self._h1, self._h2, self._h3, self._h4, self._h10, self._h11 = (
+            hasher(seed, salt) for salt in (1, 2, 3, 4, 10, 11)
+        )
         in_flight = max(0, min(in_flight, runs))
         self.static_count = runs - in_flight
         self._inflight_cap = max(in_flight, 1)
@@ -228,10 +243,9 @@ class Dataset:
         for g in range(self.static_count, runs):
             path = self._path(g)
             self._add_live(_LiveRun(path, mix(seed, g, 6) % (len(path) - 1)))
-        self._static_item = functools.lru_cache(maxsize=65_536)(self._render_static)
-        # Both streams page the same runs at about the same time: the second endpoint's
-        # rendering of a run reuses the first one's fields (never mutated).
-        self._static_fields = functools.lru_cache(maxsize=65_536)(self._fields)
+        # Both streams page the same runs at about the same time, and polls re-read the
+        # head: a static run is rendered for both endpoints at once, and kept a while.
+        self._static_items = functools.lru_cache(maxsize=65_536)(self._render_both)
 
     # ---- shape ---------------------------------------------------------------
 
@@ -245,11 +259,16 @@ class Dataset:
 
     def _tie(self, g: int) -> int:
         """1 when run g starts in the same second as run g-1 (about one run in nine)."""
-        return 1 if g > 0 and mix(self.seed, g, 3) & 7 == 0 else 0
+        return 1 if g > 0 and self._h3(g) & 7 == 0 else 0
 
     def slug(self, g: int) -> str:
-        ms = mix(self.seed, g, 4) % 500 + (500 if self._tie(g) else 0)
-        return ulid(self.started_at(g) * 1000 + ms, rand80(self.seed, g, 10))
+        return self._slug(g, self._tie(g))
+
+    def _slug(self, g: int, tie: int) -> str:
+        ms = self._h4(g) % 500 + (500 if tie else 0)
+        started = self._t0 + STEP_S * (g - tie)
+        rand = (self._h10(g) << 16) | (self._h11(g) & 0xFFFF)  # rand80(seed, g, 10)
+        return ulid(started * 1000 + ms, rand)
 
     def status(self, g: int) -> str:
         if g < self.static_count:
@@ -352,31 +371,35 @@ class Dataset:
         if entry < 0:
             return orjson.dumps(self.bad_item(-entry - 1, api))
         if entry < self.static_count:
-            return self._static_item(entry, api)
+            return self._static_items(entry)[api == "v2"]
         return self._render(self._fields(entry), api)
 
-    def _render_static(self, g: int, api: Api) -> bytes:
-        return self._render(self._static_fields(g), api)
+    def _render_both(self, g: int) -> tuple[bytes, bytes]:
+        rec = self._fields(g)
+        v2 = orjson.dumps(rec, option=_SHAPES["v2"].dump_option)  # v2 sends the status as is
+        rec["status"] = V1_STATUS[rec["status"]]
+        return orjson.dumps(rec), v2
 
     @staticmethod
     def _render(rec: dict[str, Any], api: Api) -> bytes:
-        # `rec` holds exactly the shape's fields, in v1's order (see `_fields`): a copy with
-        # this endpoint's status, printed in its key order, is the item -- cheaply, as the
-        # simulator renders every item it serves (millions in a backfill benchmark).
+        # `rec` holds exactly the shape's fields, in v1's order (see `_fields`): with this
+        # endpoint's status, printed in its key order, it is the item.
         shape = _SHAPES[api]
-        return orjson.dumps(
-            {**rec, "status": shape.status(rec["status"])}, option=shape.dump_option
-        )
+        rec["status"] = shape.status(rec["status"])
+        return orjson.dumps(rec, option=shape.dump_option)
 
     def _fields(self, g: int) -> dict[str, Any]:
-        h1, h2 = mix(self.seed, g, 1), mix(self.seed, g, 2)
-        worker = self.worker_of(g)
-        started = self.started_at(g)
+        """Run ``g``'s fields as both endpoints name them, the status canonical (a new dict:
+        callers change it)."""
+        h1, h2 = self._h1(g), self._h2(g)
+        worker = self.workers[self._worker_of[g % CYCLE]]
+        tie = self._tie(g)
+        started = self._t0 + STEP_S * (g - tie)
         status = self.status(g)
         rec: dict[str, Any] = {  # v1's key order (_V1_FIELDS): `_render` relies on it
             "status": status,
             "err_msg": "",
-            "slug": self.slug(g),
+            "slug": self._slug(g, tie),
             "scraper_title": worker.title,
             "scraper_slug": worker.slug,
             "results": 0,

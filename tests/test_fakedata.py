@@ -3,9 +3,11 @@ every run, newest first, deterministic per seed, with churn at the head."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
-from syncd.fakedata import CYCLE, IN_FLIGHT, TERMINAL, Dataset, ulid
+from syncd.fakedata import CYCLE, IN_FLIGHT, TERMINAL, Dataset, hasher, mix, ulid
 
 RUNS = 2 * CYCLE + 300  # more than one period of the tables, so the arithmetic wraps
 
@@ -109,3 +111,45 @@ def test_ulid_is_crockford_base32_of_time_and_randomness(ms: int, rand: int) -> 
     """26 characters, 5 bits each, time first; bits beyond 48 and 80 are dropped."""
     got = ulid(ms, rand)
     assert len(got) == 26 and got == _ulid_by_five_bits(ms, rand)
+
+
+def _served(data: Dataset, entries: list[int]) -> str:
+    digest = hashlib.sha256()
+    for api in ("v1", "v2"):
+        for entry in entries:
+            digest.update(data.item(entry, api) + b"\n")
+    return digest.hexdigest()
+
+
+def test_what_the_simulator_serves_is_pinned_by_its_seed() -> None:
+    """Every item both endpoints serve, bad ones and churned ones too, is byte for byte
+    what it was when this digest was taken: the simulator's speed-ups (it renders every
+    item of a million-run backfill) must not change its data.  A change meant to change
+    the data updates the digests."""
+    data = Dataset(runs=3 * CYCLE + 500, seed=7, workers=5, in_flight=40, bad_every=97)
+    listing = data.select()
+    assert listing.count == 12_919
+    assert (
+        _served(data, listing.entries(0, listing.count))
+        == "d6502bfaabc0afe35cb91d62e428150a1d0cb9c57c341bba2b891c574d0f789a"
+    )
+    data.tick(add=30, advance=20)
+    assert (
+        _served(data, data.select().entries(0, 200))
+        == "7a86710b68068bb8a7d2afb39fcab52c6a3cb36fc7138c1aadfe09125c16e2ea"
+    )
+
+
+def _splitmix(seed: int, g: int, salt: int) -> int:
+    mask = (1 << 64) - 1
+    z = (seed * 0x9E3779B97F4A7C15 + g * 0xBF58476D1CE4E5B9 + salt * 0x94D049BB133111EB) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+@pytest.mark.parametrize("salt", [0, 1, 11, 99])
+def test_mix_and_a_hasher_are_splitmix64_of_seed_index_and_salt(salt: int) -> None:
+    indices = (0, 1, 4095, 10**9, 2**40 + 3)
+    assert [hasher(7, salt)(g) for g in indices] == [_splitmix(7, g, salt) for g in indices]
+    assert [mix(7, g, salt) for g in indices] == [_splitmix(7, g, salt) for g in indices]
