@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from syncd import memory, metrics
-from syncd.cycle import CycleReport, ScanCheckpoint
+from syncd.cycle import CycleKind, CycleReport, ScanCheckpoint
 from syncd.errors import PagingError, SyncdError
 from syncd.models import Page
 from syncd.normalize import Batch
@@ -77,6 +77,9 @@ class FullScan:
         self.on_progress = on_progress
         self._monotonic = monotonic
         self.stream = pager.stream.value
+        # A reconcile looks for rows changed or lost behind syncd's back: it sends every
+        # run to the merge, even one this process stored just so (recent.py).
+        self._skip_known = report.kind is not CycleKind.RECONCILE
         self.pending: dict[int, asyncio.Task[tuple[int, Page]]] = {}
         self.answers = 0  # answer order: pages are numbered as their responses arrive
         self.previous: tuple[int, int | None] | None = None  # (answer no., count) of the last page
@@ -224,7 +227,9 @@ class FullScan:
     async def _write_batches(self) -> None:
         while (item := await self.to_write.get()) is not None:
             # A scan stops on its checkpoint and the list's end, never on what changed.
-            await self.writer.save(self.report, item.batch, item.checkpoint, changed_slugs=False)
+            await self.writer.save(
+                self.report, item.batch, item.checkpoint, skip_known=self._skip_known
+            )
             self._report_progress(item.count, item.items_seen, item.last_number)
 
     async def _drain(self) -> None:

@@ -102,6 +102,11 @@ class Run(NamedTuple):
     source: Source
 
 
+# What "changed" compares: not status_raw or source, since v1 says 3 where v2 says
+# "succeeded", and that alone must not rewrite a row (storage's merge, recent.py).
+CONTENT_FIELDS = tuple(f for f in Run._fields if f not in ("slug", "status_raw", "source"))
+
+
 # A run as COPY sends it to the merge's stage (storage.py): Run's fields in order,
 # but usage as its decimal text and the two times as microseconds since the epoch.
 # asyncpg encodes those cheaply; its numeric and timestamptz encoders cost about

@@ -44,14 +44,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from syncd.clock import SYSTEM_CLOCK, Clock
 from syncd.errors import StorageError, describe_cause
 from syncd.models import (
+    CONTENT_FIELDS,
     IN_FLIGHT_STATUSES,
     Reject,
     Run,
     Source,
     StagedRuns,
+    StageRow,
     StoreResult,
     stage_row,
 )
+from syncd.recent import PendingWrites, RecentlyStored
 from syncd.schema import run_status_history, runs, sync_rejects, sync_state, workers
 
 log = structlog.get_logger("syncd.storage")
@@ -80,9 +83,7 @@ STAGE_TABLE = "_syncd_stage"
 # The stage holds Run records field for field (models.StageRow); batch order
 # survives in ctid, the observation time is a parameter.
 STAGE_COLUMNS = Run._fields
-# What "changed" compares.  Not status_raw or source: v1 says 3 where v2 says
-# "succeeded", and that alone must not rewrite a row.
-CONTENT_COLUMNS = tuple(c for c in STAGE_COLUMNS if c not in ("slug", "status_raw", "source"))
+CONTENT_COLUMNS = CONTENT_FIELDS  # what "changed" compares (see models)
 
 # Usage arrives as text and times as microseconds since the epoch (cheap for
 # asyncpg to encode, see models.StageRow); `incoming` turns them back exactly,
@@ -123,9 +124,8 @@ def _staged_columns() -> str:
     return ", ".join(["s.ctid AS pos", *staged, *stored])
 
 
-def _merge_sql(*, changed_slugs: bool = True) -> str:
-    """The merge; `changed_slugs` False leaves them out (NULL): a full scan never reads them."""
-    changed = "(SELECT array_agg(slug) FROM upserted)" if changed_slugs else "NULL::text[]"
+def _merge_sql() -> str:
+    """The merge (its rules: this module's docstring)."""
     content = ", ".join(CONTENT_COLUMNS)
     excluded = ", ".join(f"EXCLUDED.{c}" for c in CONTENT_COLUMNS)
     stored = ", ".join(f"r.{c}" for c in CONTENT_COLUMNS)
@@ -210,7 +210,7 @@ SELECT
     (SELECT count(*) FROM upserted WHERE NOT inserted) AS updated,
     (SELECT count(*) FROM history) AS history_added,
     (SELECT count(*) FROM touched_workers) AS workers_touched,
-    {changed} AS changed_slugs
+    (SELECT array_agg(slug) FROM upserted) AS changed_slugs
 """
 
 
@@ -218,10 +218,7 @@ MERGE_SQL = _merge_sql()
 MERGE = text(MERGE_SQL).bindparams(bindparam("observed_at", type_=DateTime(timezone=True)))
 # The merge as save_batch runs it, on asyncpg itself: SQLAlchemy's statement and
 # result handling cost more per batch than the rest of the client's share of it.
-_DRIVER_MERGE = {
-    wanted: _merge_sql(changed_slugs=wanted).replace(":observed_at", "$1::timestamptz")
-    for wanted in (True, False)
-}
+_DRIVER_MERGE = MERGE_SQL.replace(":observed_at", "$1::timestamptz")
 
 
 SYNC_COMMIT_OFF = text("SET LOCAL synchronous_commit = off")
@@ -301,6 +298,10 @@ class Store:
         self.engine = engine
         self.retry_s = retry_s
         self._clock = clock
+        # Runs as this process last wrote them: a batch leaves out the ones unchanged,
+        # once the batches in flight that carry its runs are stored.
+        self.recent = RecentlyStored()
+        self._pending = PendingWrites()
 
     async def _run(self, what: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work` in one transaction; if the connection is lost, retry it whole.
@@ -344,13 +345,20 @@ class Store:
         observed_at: dt.datetime,
         progress: PageProgress | None = None,
         seen: int | None = None,
-        changed_slugs: bool = True,
+        skip_known: bool = True,
     ) -> StoreResult:
         """Merge one batch of runs (and its rejects, counters, checkpoint) atomically.
 
-        `seen` is how many upstream items the batch came from (default: the runs);
-        `changed_slugs` False leaves `StoreResult.changed_slugs` empty (cheaper).
+        `seen` is how many upstream items the batch came from (default: the runs).
+        Runs this process stored exactly as they are now are not sent (recent.py): the
+        merge would leave them as they are.  `skip_known` False sends them all, for a
+        reconcile: it is there to find rows changed or lost behind syncd's back.
         """
+        rows = batch.rows if isinstance(batch, StagedRuns) else [stage_row(r) for r in batch]
+        await self._pending.wait_for({row[0] for row in rows})
+        send = self.recent.to_send(rows, self._clock.monotonic()) if skip_known else rows
+        if not skip_known:
+            self.recent.forget(row[0] for row in rows)
 
         async def work(conn: AsyncConnection) -> StoreResult:
             # Not waiting for the WAL flush is safe here: a batch and its
@@ -358,24 +366,22 @@ class Store:
             # commits loses their checkpoints too, and those pages are re-read.
             # (Through SQLAlchemy: it opens the transaction the rest runs in.)
             await conn.execute(SYNC_COMMIT_OFF)
-            result = StoreResult(seen=len(batch) if seen is None else seen)
-            if batch:
-                await self._merge(conn, batch, observed_at, result, changed_slugs)
+            result = StoreResult(seen=len(rows) if seen is None else seen)
+            if send:
+                await self._merge(conn, send, observed_at, result)
             if rejects:
                 result.rejected = await self._save_rejects(conn, rejects, observed_at)
             if progress is not None:
                 await self._advance_state(conn, stream, progress, result)
             return result
 
-        return await self._run(f"saving a {stream} batch", work)
+        with self._pending.writing({row[0] for row in send}):
+            result = await self._run(f"saving a {stream} batch", work)
+            self.recent.remember(send, result.changed_slugs, self._clock.monotonic())
+        return result
 
     async def _merge(
-        self,
-        conn: AsyncConnection,
-        batch: Sequence[Run],
-        at: dt.datetime,
-        result: StoreResult,
-        changed_slugs: bool,
+        self, conn: AsyncConnection, rows: list[StageRow], at: dt.datetime, result: StoreResult
     ) -> None:
         # On asyncpg directly, inside the transaction that save_batch's first
         # statement (through SQLAlchemy) opened: a COPY before it would
@@ -383,10 +389,8 @@ class Store:
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
         await driver.execute(CREATE_STAGE_SQL)
-        # Runs normalize staged already go as they are (see models.StageRow).
-        records = batch.rows if isinstance(batch, StagedRuns) else map(stage_row, batch)
-        await driver.copy_records_to_table(STAGE_TABLE, records=records, columns=STAGE_COLUMNS)
-        row = await driver.fetchrow(_DRIVER_MERGE[changed_slugs], at)
+        await driver.copy_records_to_table(STAGE_TABLE, records=rows, columns=STAGE_COLUMNS)
+        row = await driver.fetchrow(_DRIVER_MERGE, at)
         result.inserted, result.updated, result.history_added = row[0], row[1], row[2]
         result.changed_slugs = frozenset(row[4] or ())
 
@@ -512,6 +516,7 @@ class Store:
         """Flag in-flight runs that no list shows any more, so they stop being refreshed."""
         if not slugs:
             return 0
+        self.recent.forget(slugs)  # their next observation clears vanished_at: let it through
         update = (
             runs.update()
             .where(runs.c.slug.in_(list(slugs)))

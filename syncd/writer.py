@@ -40,10 +40,10 @@ class BatchWriter:
         batch: Batch,
         checkpoint: ScanCheckpoint | None = None,
         *,
-        changed_slugs: bool = True,
+        skip_known: bool = True,
     ) -> StoreResult:
         """Store a batch of normalised pages in one transaction (with `checkpoint`, if any);
-        `changed_slugs` False: the caller does not read `StoreResult.changed_slugs`."""
+        `skip_known` as `Store.save_batch` takes it."""
         assert batch.observed_at is not None, "a batch holds at least one page"
         result = await self.store.save_batch(
             self.stream,
@@ -54,7 +54,7 @@ class BatchWriter:
                 pages=batch.pages, checkpoint=None if checkpoint is None else checkpoint.to_json()
             ),
             seen=batch.items,
-            changed_slugs=changed_slugs,
+            skip_known=skip_known,
         )
         report.pages += batch.pages
         report.result.add(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -10,7 +11,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from syncd.clock import Clock
 from syncd.models import STATUS_RANK, Reject, Run, Source, Status
+from syncd.recent import TTL_S
 from syncd.storage import PageProgress, Store
 
 T0 = dt.datetime(2026, 3, 12, 8, 0, tzinfo=dt.UTC)
@@ -44,6 +47,11 @@ def at(minutes: int) -> dt.datetime:
 async def fetch(engine: AsyncEngine, sql: str, **params: Any) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
         return [dict(r) for r in (await conn.execute(text(sql), params)).mappings()]
+
+
+async def execute(engine: AsyncEngine, sql: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(text(sql))
 
 
 async def run_row(engine: AsyncEngine, slug: str = "R1") -> dict[str, Any]:
@@ -356,3 +364,79 @@ async def test_a_failed_full_scan_is_not_recorded_as_one(store: Store) -> None:
     state = await store.load_state(Source.V1)
     assert state is not None
     assert state["last_full_scan_at"] == state["last_success_at"] == at(2)
+
+
+# -- runs stored just so are not sent again (recent.py) ---------------------------
+
+
+def merged_rows(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The slugs each merge sent to PostgreSQL, batch by batch (the real merge runs)."""
+    sent: list[list[str]] = []
+    merge = store._merge
+
+    async def counting(conn: Any, rows: list[Any], *args: Any) -> None:
+        sent.append([r[0] for r in rows])
+        await merge(conn, rows, *args)
+
+    monkeypatch.setattr(store, "_merge", counting)
+    return sent
+
+
+async def test_the_other_endpoints_copy_of_a_stored_run_is_not_sent(
+    store: Store, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2 then v1 report a run alike (v1 spells the status 2): the second batch sends only
+    the run that is new and writes nothing else -- as the merge would have decided."""
+    sent = merged_rows(store, monkeypatch)
+    first = [make_run("R1"), make_run("R2")]
+    await store.save_batch(Source.V2, first, observed_at=at(0), progress=PageProgress())
+    before = await run_row(engine, "R1")
+    v1 = make_run("R1", status_raw="2", source=Source.V1)
+    result = await store.save_batch(
+        Source.V1, [v1, make_run("R3")], observed_at=at(1), progress=PageProgress()
+    )
+    assert sent == [["R1", "R2"], ["R3"]]
+    assert (result.seen, result.inserted, result.updated, result.history_added) == (2, 1, 0, 1)
+    assert await run_row(engine, "R1") == before
+    counts = await fetch(engine, "SELECT rows_seen, rows_changed FROM sync_state ORDER BY stream")
+    assert counts == [{"rows_seen": 2, "rows_changed": 1}, {"rows_seen": 2, "rows_changed": 2}]
+
+
+async def test_both_endpoints_saving_the_same_runs_at_once_merge_them_once(
+    store: Store, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of the two streams that carry the same runs, saved concurrently: the second
+    waits for the first and sends what that one did not store."""
+    sent = merged_rows(store, monkeypatch)
+    batch = [make_run(f"R{i}") for i in range(50)]
+    newer = [*batch[:10], make_run("R10", results=3), *batch[11:]]
+    await asyncio.gather(
+        store.save_batch(Source.V2, batch, observed_at=at(0)),
+        store.save_batch(Source.V1, newer, observed_at=at(1)),
+    )
+    assert sent == [[r.slug for r in batch], ["R10"]]
+    rows = await fetch(engine, "SELECT slug, results, updated_at FROM runs ORDER BY slug")
+    assert len(rows) == 50
+    assert {r["slug"]: (r["results"], r["updated_at"]) for r in rows}["R10"] == (3, at(1))
+
+
+async def test_a_reconcile_sends_every_run_and_restores_one_deleted_behind_syncds_back(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row deleted by someone else is not restored by a batch that trusts what this
+    process stored -- until that memory expires -- but a reconcile's batch restores it."""
+    now = [0.0]
+    store = Store(engine, clock=Clock(monotonic=lambda: now[0]))
+    sent = merged_rows(store, monkeypatch)
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(0))
+    await execute(engine, "DELETE FROM runs")
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(1))
+    assert await fetch(engine, "SELECT slug FROM runs") == []
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(2), skip_known=False)
+    assert await fetch(engine, "SELECT slug FROM runs") == [{"slug": "R1"}]
+
+    await execute(engine, "DELETE FROM runs")
+    now[0] = TTL_S  # what this process stored is forgotten after ttl_s at the latest
+    await store.save_batch(Source.V2, [make_run()], observed_at=at(3))
+    assert await fetch(engine, "SELECT slug FROM runs") == [{"slug": "R1"}]
+    assert sent == [["R1"], ["R1"], ["R1"]]
