@@ -83,7 +83,6 @@ STAGE_TABLE = "_syncd_stage"
 # The stage holds Run records field for field (models.StageRow); batch order
 # survives in ctid, the observation time is a parameter.
 STAGE_COLUMNS = Run._fields
-CONTENT_COLUMNS = CONTENT_FIELDS  # what "changed" compares (see models)
 
 # Usage arrives as text and times as microseconds since the epoch (cheap for
 # asyncpg to encode, see models.StageRow); `incoming` turns them back exactly,
@@ -120,19 +119,19 @@ def _staged_columns() -> str:
         "finished_at": _from_epoch_us("s.finished_at"),
     }
     staged = [f"{converted.get(c, f's.{c}')} AS {c}" for c in STAGE_COLUMNS]
-    stored = [f"r.{c} AS r_{c}" for c in (*STORED_READ, *CONTENT_COLUMNS)]
+    stored = [f"r.{c} AS r_{c}" for c in (*STORED_READ, *CONTENT_FIELDS)]
     return ", ".join(["s.ctid AS pos", *staged, *stored])
 
 
 def _merge_sql() -> str:
     """The merge (its rules: this module's docstring)."""
-    content = ", ".join(CONTENT_COLUMNS)
-    excluded = ", ".join(f"EXCLUDED.{c}" for c in CONTENT_COLUMNS)
-    stored = ", ".join(f"r.{c}" for c in CONTENT_COLUMNS)
-    was = ", ".join(f"i.r_{c}" for c in CONTENT_COLUMNS)
-    incoming = ", ".join(f"i.{c}" for c in CONTENT_COLUMNS)
+    content = ", ".join(CONTENT_FIELDS)
+    excluded = ", ".join(f"EXCLUDED.{c}" for c in CONTENT_FIELDS)
+    stored = ", ".join(f"r.{c}" for c in CONTENT_FIELDS)
+    was = ", ".join(f"i.r_{c}" for c in CONTENT_FIELDS)
+    incoming = ", ".join(f"i.{c}" for c in CONTENT_FIELDS)
     set_content = ", ".join(
-        f"{c} = EXCLUDED.{c}" for c in (*CONTENT_COLUMNS, "status_raw", "source")
+        f"{c} = EXCLUDED.{c}" for c in (*CONTENT_FIELDS, "status_raw", "source")
     )
     # One join against the stored rows (the statement's snapshot) sorts the batch
     # into rows that may change and rows that cannot; the second kind -- nearly

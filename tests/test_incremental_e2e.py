@@ -25,9 +25,9 @@ from syncd.client import CoreClawClient
 from syncd.config import Settings
 from syncd.daemon import Daemon
 from syncd.fakeapi import FakeApi, FakeApiConfig, RequestRecord
-from syncd.models import STATUS_RANK, Source, Status
+from syncd.models import CONTENT_FIELDS, STATUS_RANK, Source, Status
 from syncd.normalize import normalize
-from syncd.storage import CONTENT_COLUMNS, Store
+from syncd.storage import Store
 from syncd.sync import CycleKind, CycleReport, StreamSync
 from tests import test_client
 from tests.support.processes import SYNCD, env_for, get_json
@@ -117,7 +117,7 @@ async def make_running(engine: AsyncEngine, slug: str, stream: Source) -> None:
     # ... including the digest of that observation, as the merge would have left it.
     await execute(
         engine,
-        f"UPDATE runs SET digest_{stream.value} = md5(ROW({', '.join(CONTENT_COLUMNS)})::text)"
+        f"UPDATE runs SET digest_{stream.value} = md5(ROW({', '.join(CONTENT_FIELDS)})::text)"
         " WHERE slug = :slug",
         slug=slug,
     )
