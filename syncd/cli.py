@@ -34,7 +34,7 @@ from syncd.config import Settings, load_settings
 from syncd.database import Database, grant_read, migrate, open_database
 from syncd.errors import AuthError, ConfigError, StorageError, SyncdError, describe_cause
 from syncd.logs import configure_logging, report_error, sink
-from syncd.memory import collect_cycles_less_often, hold_malloc_thresholds
+from syncd.memory import hold_malloc_thresholds
 from syncd.models import Source
 from syncd.progress import ProgressLine
 from syncd.storage import Store, StreamLease
@@ -367,7 +367,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         secrets=settings.secrets(),
     )
     hold_malloc_thresholds()  # a months-long process: RSS flat, not creeping (memory.py)
-    collect_cycles_less_often()  # a backfill paid 12% of its CPU to the collector
     # Everything imported and built so far lives as long as the process: out of the
     # collector's sight, full collections during a backfill stop re-walking it.
     gc.freeze()

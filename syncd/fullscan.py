@@ -149,11 +149,12 @@ class FullScan:
         return page
 
     async def run(self, stop: asyncio.Event | None) -> None:
-        self.write_task = asyncio.ensure_future(self._write_batches())
-        try:
-            await self._scan(stop)
-        finally:
-            await self._drain()
+        with memory.during_full_scan():  # a dict per item, a tuple per row (memory.py)
+            self.write_task = asyncio.ensure_future(self._write_batches())
+            try:
+                await self._scan(stop)
+            finally:
+                await self._drain()
         if self.report.completed:  # the scan's pages and batches are garbage now
             memory.release_free_heap(f"{self.report.kind.value} {self.stream}")
 

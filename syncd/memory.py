@@ -10,13 +10,14 @@ after each full scan, not every cycle.  Elsewhere (musl, macOS) it is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import gc
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import structlog
 
@@ -91,12 +92,36 @@ def hold_malloc_thresholds() -> bool:
 # container objects.  A backfill allocates a dict per item and a tuple per row,
 # nearly all freed by reference counting moments later, and still paid ~680 young
 # and ~60 middle collections per 200,000 runs: 2.4 s of syncd's 18.3 s of CPU,
-# measured.  The collector is only needed for reference cycles, which are rare
-# here; at 50,000 a young collection runs a few times a backfill, and older
-# generations are still collected on CPython's own schedule after it.
+# measured.  During a full scan the young generation waits for 50,000; between
+# scans CPython's own thresholds hold, so the daemon's steady cycles, which
+# allocate little, still free their reference cycles promptly (with 50,000 all the
+# time, a soak's RSS grew 3 MB per 1,000 cycles).
 GC_THRESHOLDS = (50_000, 10, 10)
 
 
-def collect_cycles_less_often() -> None:
-    """Raise the young generation's threshold (see GC_THRESHOLDS) for this process."""
-    gc.set_threshold(*GC_THRESHOLDS)
+class _FullScans:
+    """How many full scans run now (both streams' may overlap) and the thresholds
+    to restore when the last one ends."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.saved = gc.get_threshold()
+
+    @contextlib.contextmanager
+    def collecting_less_often(self) -> Iterator[None]:
+        if self.running == 0:
+            self.saved = gc.get_threshold()
+            gc.set_threshold(*GC_THRESHOLDS)
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            if self.running == 0:
+                gc.set_threshold(*self.saved)
+
+
+_full_scans = _FullScans()
+during_full_scan = _full_scans.collecting_less_often
+"""The block runs with the collector's young generation at GC_THRESHOLDS (nested
+and overlapping blocks share it; the last one out restores the thresholds)."""

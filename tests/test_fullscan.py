@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
+from syncd import memory
 from syncd.cycle import CycleReport, ScanCheckpoint
 from syncd.endpoints import ENDPOINTS, FilterValue
 from syncd.errors import RequestRejected
@@ -92,11 +94,13 @@ class ListClient:
     def __init__(self, slugs: list[str]) -> None:
         self.slugs = slugs
         self.asked: list[int] = []
+        self.gc_thresholds: set[tuple[int, int, int]] = set()  # while it was asked
 
     async def fetch_page(
         self, source: Source, page_number: int, page_size: int, **filters: FilterValue
     ) -> Page:
         self.asked.append(page_number)
+        self.gc_thresholds.add(gc.get_threshold())
         start = page_number * page_size
         return Page(
             items=runs(*self.slugs[start : start + page_size]),
@@ -132,6 +136,24 @@ async def test_a_full_scan_needs_only_a_pager_and_a_writer(
     assert ScanCheckpoint.from_json(state["checkpoint"]) == ScanCheckpoint(
         CycleKind.BACKFILL, next_page=5, page_size=10, cycle_started_at=started
     )
+
+
+async def test_a_full_scan_collects_cycles_less_often_while_it_runs(store: Store) -> None:
+    """Every page of a scan is fetched with the collector's young generation raised
+    (memory.GC_THRESHOLDS); once the scan is over the thresholds are as before."""
+    before = gc.get_threshold()
+    client = ListClient(SLUGS)
+    report = CycleReport(Source.V2, kind=CycleKind.BACKFILL)
+    scan = FullScan(Pager(client, ENDPOINTS[Source.V2], page_size=10),
+                    BatchWriter(store, Source.V2), report, start=0,
+                    started=dt.datetime.now(dt.UTC), max_pages=100, batch_rows=20)  # fmt: skip
+    try:
+        await scan.run(None)
+    finally:
+        await scan.cancel_pending()
+    assert report.completed and len(client.asked) >= 5
+    assert client.gc_thresholds == {memory.GC_THRESHOLDS} != {before}
+    assert gc.get_threshold() == before
 
 
 def v1_list(slugs: list[str], *, count: Any = None) -> Any:

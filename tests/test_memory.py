@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import subprocess
@@ -56,13 +57,13 @@ def test_malloc_thresholds_held_unless_the_environment_tunes_them(
 
 
 def test_cycles_are_still_collected_at_the_raised_thresholds() -> None:
-    """With the young generation collected less often, reference cycles (what only the
-    collector frees) are still freed as they pile up, with no explicit gc.collect()."""
+    """During a full scan the young generation is collected less often, yet reference
+    cycles (what only the collector frees) are still freed as they pile up, with no
+    explicit gc.collect(); after it CPython's thresholds are back."""
     code = """
 import gc, weakref
-from syncd.memory import GC_THRESHOLDS, collect_cycles_less_often
-collect_cycles_less_often()
-assert gc.get_threshold() == GC_THRESHOLDS, gc.get_threshold()
+from syncd.memory import GC_THRESHOLDS, during_full_scan
+before = gc.get_threshold()
 class Node:
     pass
 freed = 0
@@ -70,13 +71,36 @@ def count():
     global freed
     freed += 1
 made = 400_000
-for _ in range(made):
-    a, b = Node(), Node()
-    a.other, b.other = b, a  # a cycle: reference counting never frees it
-    weakref.finalize(a, count)
-print(freed, made)
+with during_full_scan():
+    assert gc.get_threshold() == GC_THRESHOLDS, gc.get_threshold()
+    for _ in range(made):
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle: reference counting never frees it
+        weakref.finalize(a, count)
+    print(freed, made)
+assert gc.get_threshold() == before, (gc.get_threshold(), before)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     freed, made = map(int, out.stdout.split())
     # All but the last young generation's worth (at most 50,000 objects) were freed.
     assert freed >= made - memory.GC_THRESHOLDS[0], (freed, made)
+
+
+def test_overlapping_full_scans_restore_the_thresholds_when_the_last_ends() -> None:
+    """Both streams' scans overlap: the first to end leaves the raised thresholds to
+    the other; the last restores what was set before (even one an operator set)."""
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(900, 11, 12)
+        first, second = memory.during_full_scan(), memory.during_full_scan()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert gc.get_threshold() == memory.GC_THRESHOLDS
+        second.__exit__(None, None, None)
+        assert gc.get_threshold() == (900, 11, 12)
+        with pytest.raises(RuntimeError), memory.during_full_scan():
+            raise RuntimeError("a scan that fails")
+        assert gc.get_threshold() == (900, 11, 12)
+    finally:
+        gc.set_threshold(*before)
