@@ -4,6 +4,9 @@ By default an embedded PostgreSQL is started in a temporary directory and
 deleted at the end.  Set SYNCD_TEST_DATABASE_URL to use another server (the
 role needs CREATEDB).  A migrated template database makes per-test databases
 cheap (CREATE DATABASE … TEMPLATE).
+
+Under pytest-xdist (`-n`), the controller starts that one server before the
+workers and stops it after them; each worker keeps a template of its own.
 """
 
 from __future__ import annotations
@@ -22,13 +25,33 @@ from syncd.database import create_engine, migrate
 from syncd.storage import Store
 from tests.support.postgres import EmbeddedPostgres, create_database, drop_database
 
-TEMPLATE_DB = "syncd_test_template"
+# The run's server, for the workers (they inherit the controller's environment).
+SHARED_SERVER_ENV = "SYNCD_TEST_SHARED_SERVER_URL"
+TEMPLATE_DB = f"syncd_test_template_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+_SHARED_SERVER = pytest.StashKey[EmbeddedPostgres]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller of a distributed run starts the server its workers share."""
+    distributed = bool(config.getoption("numprocesses", None))
+    worker = hasattr(config, "workerinput")
+    if not distributed or worker or os.environ.get("SYNCD_TEST_DATABASE_URL"):
+        return
+    server = config.stash[_SHARED_SERVER] = EmbeddedPostgres()
+    os.environ[SHARED_SERVER_ENV] = server.admin_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(_SHARED_SERVER, None)
+    if server is not None:
+        os.environ.pop(SHARED_SERVER_ENV, None)
+        server.close()
 
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """Admin URL of the PostgreSQL server the tests use."""
-    external = os.environ.get("SYNCD_TEST_DATABASE_URL")
+    external = os.environ.get("SYNCD_TEST_DATABASE_URL") or os.environ.get(SHARED_SERVER_ENV)
     if external:
         yield normalise_database_url(external)
         return
