@@ -30,10 +30,17 @@ from syncd.database import (
     url_for_database,
 )
 from syncd.endpoints import ENDPOINTS
-from syncd.errors import AuthError, ConfigError, SyncdError, describe_cause
+from syncd.errors import (
+    EXIT_AUTH,
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    AuthError,
+    ConfigError,
+    SyncdError,
+    describe_cause,
+)
 from syncd.models import Source
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_AUTH = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)

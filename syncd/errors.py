@@ -17,6 +17,9 @@ boundary each: `client.py` for HTTP, `storage.py` for the database.
 
 from __future__ import annotations
 
+# What every command exits with: what went wrong, as the operator's next step.
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_AUTH = 0, 1, 2, 3
+
 
 class SyncdError(Exception):
     """Base class for errors syncd raises deliberately."""
@@ -107,3 +110,14 @@ def describe_cause(exc: BaseException) -> str:
     base = orig if orig is not None else exc
     first = str(base).splitlines()[0] if str(base) else ""
     return f"{type(base).__name__}: {first}".strip()
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The one table from what went wrong to the exit code (an unknown error is a bug)."""
+    if isinstance(exc, AuthError):
+        return EXIT_AUTH
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, SyncdError):
+        return EXIT_FAILED
+    raise exc

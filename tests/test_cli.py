@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -160,3 +162,25 @@ async def test_run_without_key_or_database_is_the_demo(tmp_path: Path) -> None:
     assert set(finished) == {"v1", "v2"}
     assert finished["v1"]["seen"] >= 500 and finished["v2"]["seen"] >= 500
     assert (tmp_path / "data" / "pgdata" / "PG_VERSION").is_file()
+
+
+# (aiohttp loads: the simulator's options are part of the parser.)
+HEAVY = ("syncd.commands", "syncd.app", "sqlalchemy", "alembic", "pydantic")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["sync", "--help"], ["sync", "--bogus"]])
+def test_help_and_usage_errors_import_none_of_the_services(argv: list[str]) -> None:
+    """The parser answers before the services, SQLAlchemy, alembic and pydantic load."""
+    probe = (
+        "import sys\n"
+        "from syncd.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('loaded:', [m for m in {HEAVY!r} if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.stdout.splitlines()[-1] == "loaded: []", out.stdout + out.stderr
