@@ -10,12 +10,19 @@ were under way anyway:
 When an endpoint's budget runs out (its rate limit event: several requests
 refused in a row), look at the other endpoint's requests sent *after* the
 first refused one and before its answer arrived.  Under a shared quota they
-met the same empty bucket and are refused too; under separate quotas they go
-through.  One refused request of the other endpoint in that window settles
-the scope as `KEY`, for good.  An event with at least `STRONG_EVENT` refusals
-of its own while the other endpoint had `MIN_ANSWERS` requests accepted and
-none refused settles it as `ENDPOINT` (a weak event, one or two refusals,
-says nothing: a refilling bucket could let the other's requests through).
+met the same empty bucket and are refused as often as the endpoint's own
+(at least `SAME_BUDGET` times its share): that settles the scope as `KEY`, for
+good.  Under separate quotas they mostly go through -- but not all of them
+when both endpoints climbed side by side and the other's own budget ran out
+in the same round trip, which one refusal must not read as a shared one
+(measured: the other endpoint's answers in the window went "aaaaaaar",
+"aarara", "ararara" under quotas per endpoint, and "rrrrr" under one per
+key).  An event with at least `STRONG_EVENT` refusals of its own while the
+other endpoint had `MIN_ANSWERS` requests accepted and at most `SEPARATE`
+times its share refused settles it as `ENDPOINT` (a weak event, one or two
+refusals, says nothing: a refilling bucket could let the other's requests
+through).  Refusals of an endpoint whose own event began first are that
+event's, not evidence about this one.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from enum import StrEnum
 
 STRONG_EVENT = 3  # the limited endpoint's own refusals in the window
 MIN_ANSWERS = 3  # the other endpoint's answers in the window
+# The other endpoint's share of refused answers in the window, against the limited one's:
+SAME_BUDGET = 0.75  # at least this much of it: one budget
+SEPARATE = 0.5  # below this much of it (and enough accepted): a budget each
 # The window's last requests went when its first refusal came back; their answers are
 # in one round trip later, give or take the jitter of a far API's round trips.
 ANSWERS_IN_RTTS = 1.5
@@ -42,9 +52,23 @@ class _Check:
     since: float  # when its first refused request was sent
     until: float  # when that refusal arrived: the window of requests under way
     decide_at: float  # by then the window's answers are in
+    explained: frozenset[str] = frozenset()  # endpoints whose own event began first
     own_refusals: int = 0
+    own_accepted: int = 0
     other_accepted: int = 0
     other_refused: int = 0
+
+    def verdict(self) -> QuotaScope:
+        """What this event's answers say (UNKNOWN: nothing either way)."""
+        own = self.own_refusals / max(1, self.own_refusals + self.own_accepted)
+        others = self.other_refused + self.other_accepted
+        other = self.other_refused / others if others else 0.0
+        if self.other_refused and other >= SAME_BUDGET * own:
+            return QuotaScope.KEY
+        strong = self.own_refusals >= STRONG_EVENT and self.other_accepted >= MIN_ANSWERS
+        if strong and other < SEPARATE * own:
+            return QuotaScope.ENDPOINT
+        return QuotaScope.UNKNOWN
 
 
 class ScopeLearner:
@@ -57,15 +81,18 @@ class ScopeLearner:
     def on_event(self, endpoint: str, *, sent_at: float, now: float, rtt_s: float) -> None:
         """`endpoint` was refused for the first time in a while (a request sent at `sent_at`)."""
         if self.scope is not QuotaScope.KEY:
-            self._checks.append(_Check(endpoint, sent_at, now, now + ANSWERS_IN_RTTS * rtt_s))
+            explained = frozenset(c.limited for c in self._checks if c.since < sent_at)
+            decide_at = now + ANSWERS_IN_RTTS * rtt_s
+            self._checks.append(_Check(endpoint, sent_at, now, decide_at, explained - {endpoint}))
 
     def on_answer(self, endpoint: str, *, sent_at: float, refused: bool, now: float) -> None:
         """Any answer: counts for every open check whose window it was sent in."""
         for check in self._checks:
-            if not check.since <= sent_at <= check.until:
+            if not check.since <= sent_at <= check.until or endpoint in check.explained:
                 continue
             if endpoint == check.limited:
                 check.own_refusals += refused
+                check.own_accepted += not refused
             elif refused:
                 check.other_refused += 1
             else:
@@ -74,15 +101,17 @@ class ScopeLearner:
 
     def settle(self, now: float) -> QuotaScope:
         """Decide what the evidence allows; drop checks whose answers are all in."""
-        if any(check.other_refused for check in self._checks):
-            self.scope = QuotaScope.KEY  # refused together: one budget
-            self._checks.clear()
-            return self.scope
         open_checks = []
         for check in self._checks:
             if now < check.decide_at:
                 open_checks.append(check)
-            elif check.own_refusals >= STRONG_EVENT and check.other_accepted >= MIN_ANSWERS:
-                self.scope = QuotaScope.ENDPOINT
+                continue
+            verdict = check.verdict()
+            if verdict is QuotaScope.KEY:
+                self.scope = QuotaScope.KEY  # refused alike: one budget, for good
+                self._checks.clear()
+                return self.scope
+            if verdict is QuotaScope.ENDPOINT:
+                self.scope = verdict
         self._checks = open_checks
         return self.scope

@@ -25,8 +25,15 @@ def event(learner: ScopeLearner, *, own_refusals: int, other: str) -> None:
     ("own_refusals", "other", "before_deadline", "after_deadline"),
     [
         (STRONG_EVENT, "a" * MIN_ANSWERS, QuotaScope.UNKNOWN, QuotaScope.ENDPOINT),
-        (STRONG_EVENT, "aar", QuotaScope.KEY, QuotaScope.KEY),  # refused together: one budget
-        (STRONG_EVENT, "r", QuotaScope.KEY, QuotaScope.KEY),
+        (STRONG_EVENT, "rrrrr", QuotaScope.UNKNOWN, QuotaScope.KEY),  # refused alike: one budget
+        (STRONG_EVENT, "r", QuotaScope.UNKNOWN, QuotaScope.KEY),
+        (STRONG_EVENT, "arrr", QuotaScope.UNKNOWN, QuotaScope.KEY),  # 3/4 of the own share
+        # Measured under quotas per endpoint, the other's own budget running out as well:
+        (STRONG_EVENT, "aaaaaaar", QuotaScope.UNKNOWN, QuotaScope.ENDPOINT),
+        (STRONG_EVENT, "aarara", QuotaScope.UNKNOWN, QuotaScope.ENDPOINT),
+        (STRONG_EVENT, "ararara", QuotaScope.UNKNOWN, QuotaScope.ENDPOINT),
+        (STRONG_EVENT, "arr", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),  # between: no verdict
+        (STRONG_EVENT, "aar", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),  # too few accepted
         (STRONG_EVENT - 1, "aaaa", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),  # a weak event
         (STRONG_EVENT, "a" * (MIN_ANSWERS - 1), QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),
         (5, "", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),  # the other endpoint was quiet
@@ -35,8 +42,9 @@ def event(learner: ScopeLearner, *, own_refusals: int, other: str) -> None:
 def test_evidence_from_one_event(
     own_refusals: int, other: str, before_deadline: QuotaScope, after_deadline: QuotaScope
 ) -> None:
-    """The other endpoint refused in the window: KEY at once; accepted enough while this one
-    was refused enough: ENDPOINT once the window's answers are in (two round trips)."""
+    """Once the window's answers are in (1.5 round trips): the other endpoint refused about as
+    often as this one: KEY; it was accepted enough and refused less than half as often while
+    this one was refused enough: ENDPOINT."""
     learner = ScopeLearner()
     event(learner, own_refusals=own_refusals, other=other)
     assert learner.scope is before_deadline
@@ -62,7 +70,25 @@ def test_key_is_for_good_and_endpoint_can_be_taken_back() -> None:
     event(learner, own_refusals=STRONG_EVENT, other="aaa")
     assert learner.settle(now=1.25) is QuotaScope.ENDPOINT
     learner.on_event(A, sent_at=4.9, now=5.0, rtt_s=0.1)
+    learner.on_answer(A, sent_at=4.9, refused=True, now=5.0)
     learner.on_answer(B, sent_at=4.95, refused=True, now=5.05)
-    assert learner.scope is QuotaScope.KEY
+    assert learner.settle(now=5.2) is QuotaScope.KEY
     event(learner, own_refusals=STRONG_EVENT, other="aaa")
     assert learner.settle(now=10.0) is QuotaScope.KEY
+
+
+def test_refusals_of_an_endpoint_whose_own_event_came_first_are_not_evidence() -> None:
+    """B's budget ran out first (its own announced wait refuses it for a while); A's runs out
+    in the same round trip.  B's refusals in A's window are B's own event, not a shared
+    budget: with B's window showing A accepted, the quotas read as per endpoint."""
+    learner = ScopeLearner()
+    learner.on_event(B, sent_at=0.85, now=0.95, rtt_s=0.1)
+    learner.on_answer(B, sent_at=0.85, refused=True, now=0.95)
+    learner.on_event(A, sent_at=0.9, now=1.0, rtt_s=0.1)
+    for i in range(STRONG_EVENT):
+        learner.on_answer(A, sent_at=0.86 + i / 100, refused=False, now=0.97)
+        learner.on_answer(A, sent_at=0.9 + i / 100, refused=True, now=1.0)
+        learner.on_answer(B, sent_at=0.87 + i / 100, refused=True, now=1.0)
+    for i in range(MIN_ANSWERS):
+        learner.on_answer(B, sent_at=0.92 + i / 100, refused=True, now=1.05)
+    assert learner.settle(now=1.25) is not QuotaScope.KEY

@@ -593,6 +593,7 @@ async def test_lanes_share_a_budget_evenly_once_it_shows_to_be_one() -> None:
     assert limiter.scope == "unknown"
     v1_alone = v1.rate_per_s  # 3/s: its own cut
     limiter.record_rate_limited(v2_ticket, 0.0, announced=False)  # refused too: one budget
+    clock.now += 0.2  # the window's answers are all in
     assert limiter.scope == "key"
     v2_alone = RateState(2.0, 2.0).after_rate_limited(limiter.policy, None).rate_per_s
     assert v1.rate_per_s == v2.rate_per_s == pytest.approx((v1_alone + v2_alone) / 2)
@@ -624,7 +625,10 @@ async def send_only(limiter: RateLimiter, lane: str) -> Ticket:
     return ticket
 
 
-@pytest.mark.parametrize(("v2_answers", "scope"), [("aaa", "endpoint"), ("aar", "key")])
+@pytest.mark.parametrize(
+    ("v2_answers", "scope"),
+    [("aaa", "endpoint"), ("rrr", "key"), ("arr", "unknown")],
+)
 async def test_an_announced_wait_holds_the_other_endpoint_unless_quotas_are_per_endpoint(
     v2_answers: str, scope: str
 ) -> None:
@@ -741,8 +745,8 @@ async def test_a_loan_that_ended_in_a_rate_limit_is_not_asked_again() -> None:
 
 async def test_the_scope_waits_for_the_slower_endpoints_answers() -> None:
     """v1 (100 ms round trips) runs out of budget while v2 (200 ms) has requests under way.
-    v2's first answers were accepted; a refused one, sent in the same window, arrives only
-    after 1.5 of v1's round trips: it still counts, and the budget reads as one."""
+    v2's first answer was accepted; three refused ones, sent in the same window, arrive only
+    after 1.5 of v1's round trips: they still count, and the budget reads as one."""
     clock = FakeClock()
     limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=1000.0,
                                         max_concurrency=8))  # fmt: skip
@@ -754,12 +758,13 @@ async def test_the_scope_waits_for_the_slower_endpoints_answers() -> None:
     for ticket in v1_tickets:
         limiter.record_rate_limited(ticket, 30.0, announced=True)
     clock.now += 0.05
-    for ticket in v2_tickets[:3]:
-        limiter.record_success(ticket)
+    limiter.record_success(v2_tickets[0])
     clock.now += 0.12  # past 1.5 of v1's round trips: a request looks at the gate
-    limiter._scope.settle(clock.now)
+    assert limiter.scope == "unknown"
     clock.now += 0.03
-    limiter.record_rate_limited(v2_tickets[3], 30.0, announced=True)
+    for ticket in v2_tickets[1:]:
+        limiter.record_rate_limited(ticket, 30.0, announced=True)
+    clock.now += 0.2  # 1.5 of v2's round trips after v1's refusal came: all answers in
     assert limiter.scope == "key"
 
 
@@ -872,9 +877,9 @@ async def test_the_first_cut_of_a_steady_lane_halves() -> None:
 
 
 def _recording(method: Any, times: list[float]) -> Any:
-    def wrapper(now: float, ticket: Ticket) -> None:
+    def wrapper(now: float, ticket: Ticket, **kwargs: Any) -> None:
         times.append(now)
-        method(now, ticket)
+        method(now, ticket, **kwargs)
 
     return wrapper
 
@@ -889,3 +894,61 @@ async def test_a_lane_leaving_slow_start_takes_the_others_own_limit_not_a_loan()
     v2.borrowed = {"v1": 60.0}
     await send(limiter, clock, "v1")
     assert v1.limit_per_s == 10.0 and v1.rate_per_s <= 10.0
+
+
+async def test_lanes_of_one_budget_take_the_quota_fitted_over_both_lanes() -> None:
+    """Climbing together 10 -> 40/s into one shared bucket, each lane with half the requests:
+    once the answers show one budget, the lanes split the quota fitted over all their accepted
+    requests -- below what their own fits add up to, which read a bucket each."""
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None, initial_rate_per_s=60.0))
+    v1, v2 = limiter.lane("v1"), limiter.lane("v2")
+    accepted: list[float] = []
+    for rate in (10.0, 20.0, 40.0):
+        for i in range(round(rate)):
+            clock.now += 1 / rate
+            lane = v1 if i % 2 else v2
+            limiter.record_success(Ticket(lane, clock.now - 0.1, False, answered_at=clock.now))
+            accepted.append(clock.now)
+    refused_at = clock.now
+    first = Ticket(v1, refused_at - 0.1, paced=True, answered_at=refused_at)
+    limiter.record_rate_limited(first, 1.0, announced=True)
+    v1_own = v1.limit_per_s
+    assert v1_own is not None
+    clock.now += 0.01  # v2's request, sent in v1's window, met the same empty bucket
+    v2_refused = Ticket(v2, refused_at - 0.05, paced=True, answered_at=clock.now)
+    limiter.record_rate_limited(v2_refused, 1.0, announced=True)
+    clock.now += 0.5
+    assert limiter.scope == "key"
+    together = fitted_rate_per_s(accepted, refused_at, burst_s=1.0, upper_per_s=1000.0)
+    assert together is not None and together < 2 * v1_own
+    assert v1.limit_per_s == v2.limit_per_s == pytest.approx(together / 2)
+    assert v1.rate_per_s == v2.rate_per_s == pytest.approx(0.9 * together / 2)
+
+
+@pytest.mark.parametrize(("share", "rate"), [(1.0, 10.01), (0.5, 10.005)])
+def test_lanes_of_one_budget_probe_it_together(share: float, rate: float) -> None:
+    """Above the known limit, a lane gains its share of the probe; below it, all it may."""
+    probing = RateState(10.0, 10.0).after_success(
+        POLICY, sending_s=0.1, rtt_s=0.1, probe_share=share
+    )
+    assert probing.rate_per_s == pytest.approx(rate)
+    recovering = RateState(4.0, 8.0).after_success(
+        POLICY, sending_s=0.25, rtt_s=0.1, probe_share=share
+    )
+    assert recovering.rate_per_s == pytest.approx(4.25)
+
+
+async def test_busy_lanes_of_one_budget_share_the_probe() -> None:
+    clock = FakeClock()
+    limiter = limiter_on(clock, replace(POLICY, max_rate_per_s=None))
+    v1, v2 = limiter.lane("v1"), limiter.lane("v2")
+    limiter._scope.scope = QuotaScope.KEY
+    v2.last_sent_at = clock.now  # busy
+    assert limiter._probe_share([v2], clock.now) == 0.5
+    clock.now += 5.0  # v2 quiet: v1 probes alone
+    assert limiter._probe_share([v2], clock.now) == 1.0
+    limiter._scope.scope = QuotaScope.ENDPOINT
+    v2.last_sent_at = clock.now
+    assert limiter._probe_share([v2], clock.now) == 1.0
+    assert v1.limit_per_s is None
