@@ -612,9 +612,7 @@ class RateLimiter:
     @property
     def scope(self) -> QuotaScope:
         """What one rate-limit budget covers, as far as the answers have shown by now."""
-        before = self._scope.scope
-        self._scope.settle(self._monotonic())
-        self._on_scope(before)
+        self._settle_scope(self._monotonic())
         return self._scope.scope
 
     @property
@@ -726,9 +724,7 @@ class RateLimiter:
     def _send_at(
         self, lane: Lane, now: float, *, ceiling: bool = True, credit: bool = True
     ) -> float:
-        before = self._scope.scope
-        self._scope.settle(now)
-        self._on_scope(before)
+        self._settle_scope(now)
         gate = max(lane.not_before, self.not_before)
         lane.open_gate(now)
         send_at = next_send_at(
@@ -787,6 +783,11 @@ class RateLimiter:
     def _on_answer(self, lane: Lane, ticket: Ticket, *, refused: bool, now: float) -> None:
         before = self._scope.scope
         self._scope.on_answer(lane.name, sent_at=ticket.sent_at, refused=refused, now=now)
+        self._on_scope(before)
+
+    def _settle_scope(self, now: float) -> None:
+        before = self._scope.scope
+        self._scope.settle(now)
         self._on_scope(before)
 
     def _on_scope(self, before: QuotaScope) -> None:
