@@ -12,16 +12,19 @@ refused in a row), look at the other endpoint's requests sent *after* the
 first refused one and before its answer arrived.  Under a shared quota they
 met the same empty bucket and are refused as often as the endpoint's own
 (at least `SAME_BUDGET` times its share): that settles the scope as `KEY`, for
-good.  Under separate quotas they mostly go through -- but not all of them
-when both endpoints climbed side by side and the other's own budget ran out
-in the same round trip, which one refusal must not read as a shared one
+good.  Under separate quotas they go through -- but not all of them when
+both endpoints climbed side by side and the other's own budget ran out in
+the same round trip, which one refusal must not read as a shared budget
 (measured: the other endpoint's answers in the window went "aaaaaaar",
 "aarara", "ararara" under quotas per endpoint, and "rrrrr" under one per
-key).  An event with at least `STRONG_EVENT` refusals of its own while the
-other endpoint had `MIN_ANSWERS` requests accepted and at most `SEPARATE`
-times its share refused settles it as `ENDPOINT` (a weak event, one or two
-refusals, says nothing: a refilling bucket could let the other's requests
-through).  Refusals of an endpoint whose own event began first are that
+key): such an event says nothing, and a later one decides.  An event with at
+least `STRONG_EVENT` refusals of its own while the other endpoint had
+`MIN_ANSWERS` requests accepted and none refused settles it as `ENDPOINT` (a
+weak event, one or two refusals, says nothing: a refilling bucket could let
+the other's requests through).  Only that: under one budget whose refusals do
+not all announce a wait, the other endpoint's answers are mixed too, and
+reading them as a budget each would send it requests during the wait one of
+them announced.  Refusals of an endpoint whose own event began first are that
 event's, not evidence about this one.
 """
 
@@ -34,7 +37,6 @@ STRONG_EVENT = 3  # the limited endpoint's own refusals in the window
 MIN_ANSWERS = 3  # the other endpoint's answers in the window
 # The other endpoint's share of refused answers in the window, against the limited one's:
 SAME_BUDGET = 0.75  # at least this much of it: one budget
-SEPARATE = 0.5  # below this much of it (and enough accepted): a budget each
 # The window's last requests went when its first refusal came back; their answers are
 # in one round trip later, give or take the jitter of a far API's round trips.
 ANSWERS_IN_RTTS = 1.5
@@ -66,7 +68,7 @@ class _Check:
         if self.other_refused and other >= SAME_BUDGET * own:
             return QuotaScope.KEY
         strong = self.own_refusals >= STRONG_EVENT and self.other_accepted >= MIN_ANSWERS
-        if strong and other < SEPARATE * own:
+        if strong and not self.other_refused:
             return QuotaScope.ENDPOINT
         return QuotaScope.UNKNOWN
 

@@ -28,10 +28,11 @@ def event(learner: ScopeLearner, *, own_refusals: int, other: str) -> None:
         (STRONG_EVENT, "rrrrr", QuotaScope.UNKNOWN, QuotaScope.KEY),  # refused alike: one budget
         (STRONG_EVENT, "r", QuotaScope.UNKNOWN, QuotaScope.KEY),
         (STRONG_EVENT, "arrr", QuotaScope.UNKNOWN, QuotaScope.KEY),  # 3/4 of the own share
-        # Measured under quotas per endpoint, the other's own budget running out as well:
-        (STRONG_EVENT, "aaaaaaar", QuotaScope.UNKNOWN, QuotaScope.ENDPOINT),
-        (STRONG_EVENT, "aarara", QuotaScope.UNKNOWN, QuotaScope.ENDPOINT),
-        (STRONG_EVENT, "ararara", QuotaScope.UNKNOWN, QuotaScope.ENDPOINT),
+        # Measured under quotas per endpoint, the other's own budget running out as well;
+        # mixed answers come under one budget too, when refusals announce no wait: no verdict
+        (STRONG_EVENT, "aaaaaaar", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),
+        (STRONG_EVENT, "aarara", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),
+        (STRONG_EVENT, "ararara", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),
         (STRONG_EVENT, "arr", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),  # between: no verdict
         (STRONG_EVENT, "aar", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),  # too few accepted
         (STRONG_EVENT - 1, "aaaa", QuotaScope.UNKNOWN, QuotaScope.UNKNOWN),  # a weak event
@@ -43,8 +44,8 @@ def test_evidence_from_one_event(
     own_refusals: int, other: str, before_deadline: QuotaScope, after_deadline: QuotaScope
 ) -> None:
     """Once the window's answers are in (1.5 round trips): the other endpoint refused about as
-    often as this one: KEY; it was accepted enough and refused less than half as often while
-    this one was refused enough: ENDPOINT."""
+    often as this one: KEY; accepted enough and never refused while this one was refused
+    enough: ENDPOINT; anything between: no verdict yet."""
     learner = ScopeLearner()
     event(learner, own_refusals=own_refusals, other=other)
     assert learner.scope is before_deadline
