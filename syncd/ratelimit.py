@@ -611,7 +611,8 @@ class RateLimiter:
 
     @property
     def scope(self) -> QuotaScope:
-        """What one rate-limit budget covers, as far as the answers have shown by now."""
+        """What one rate-limit budget covers, as far as the answers have shown by now.
+        (Inside, `self._scope.scope`: the controller settles it where it looks.)"""
         self._settle_scope(self._monotonic())
         return self._scope.scope
 
@@ -619,7 +620,7 @@ class RateLimiter:
     def not_before(self) -> float:
         """Monotonic time before which no request to any endpoint may be sent
         (none, once the quotas are known to be per endpoint)."""
-        return float("-inf") if self.scope is QuotaScope.ENDPOINT else self._not_before
+        return float("-inf") if self._scope.scope is QuotaScope.ENDPOINT else self._not_before
 
     @asynccontextmanager
     async def slot(self, endpoint: str = "") -> AsyncIterator[Ticket]:
@@ -763,7 +764,7 @@ class RateLimiter:
     def _probe_share(self, others: list[Lane], now: float) -> float:
         """Under one budget for the key, the busy lanes probe above it together: each a
         share, or two lanes find the quota's edge twice as fast as one would."""
-        if self.scope is not QuotaScope.KEY:
+        if self._scope.scope is not QuotaScope.KEY:
             return 1.0
         return 1.0 / (1 + sum(1 for o in others if not o.idle(now)))
 
@@ -774,7 +775,7 @@ class RateLimiter:
         endpoint there is no such room: once that is known nothing is borrowed, and a loan
         that ended in a rate limit while its lender stayed quiet is not asked for again."""
         quiet = [o for o in others if o.idle(now)]
-        if self.scope is QuotaScope.ENDPOINT:
+        if self._scope.scope is QuotaScope.ENDPOINT:
             lane.give_back(list(lane.borrowed))
             return
         lane.give_back(o.name for o in others if o not in quiet)
@@ -841,7 +842,8 @@ class RateLimiter:
             lane.credit_refused()
         lenders = [self._lanes[name] for name in lane.borrowed]
         if lane.on_rate_limited(now, wait_s, ticket.rtt_s):
-            if self.scope is QuotaScope.UNKNOWN and lenders and all(o.idle(now) for o in lenders):
+            unknown = self._scope.scope is QuotaScope.UNKNOWN
+            if unknown and lenders and all(o.idle(now) for o in lenders):
                 lane.no_loans |= {o.name for o in lenders}
             # The other endpoint's answers from the window arrive at its own pace.
             rtt_s = max((o.srtt_s or 0.0 for o in self._lanes.values()), default=0.0)
