@@ -8,7 +8,7 @@ requests before it then tell the rate, given the burst's size.  syncd assumes
 a burst of a second's worth (as `GATE_CREDIT_S` does): the rate is the one at
 which such a bucket, fed the lane's accepted requests, would have run dry just
 when the refusal came.  A larger real burst makes it read high (the next rate
-limit measures again), a smaller one low; ratelimit.py keeps it between half
+limit measures again), a smaller one low; ratemath.py keeps it between half
 and all of what was accepted in the last second.
 """
 

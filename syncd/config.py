@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError
 from syncd.endpoints import ENDPOINTS, V1_RUN_LIST, V2_WORKER_RUNS
 from syncd.errors import ConfigError
 from syncd.models import OffsetMode, Source
-from syncd.ratelimit import RatePolicy
+from syncd.ratemath import RatePolicy
 
 DEFAULT_API_URL = "https://openapi.coreclaw.com"
 _V1_CAP, _V2_CAP = V1_RUN_LIST.max_page_size, V2_WORKER_RUNS.max_page_size
