@@ -20,7 +20,9 @@ import asyncio
 import ipaddress
 import random
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from types import SimpleNamespace, TracebackType
 from typing import Any, Self
@@ -28,6 +30,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from yarl import URL
 
 from syncd import metrics
@@ -142,43 +146,26 @@ class CoreClawClient:
             # clock while a request waits at the gate (see `_gate_check`).
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None),
-                connector=aiohttp.TCPConnector(ssl=self._ssl),
-                trace_configs=[self._gate_check()],
+                connector=_GatedConnector(self._hold, ssl=self._ssl),
+                trace_configs=[_NEW_CONNECTIONS],
             )
         return self._session
 
-    def _gate_check(self) -> aiohttp.TraceConfig:
+    async def _hold(self, exchange: _Exchange) -> None:
         """A last look at the gates once the request has its connection, just before it is
         written: a new connection takes a few turns of the event loop, in which a rate limit
         read meanwhile may have closed them.  (A session handed in by the caller has no such
         look; the slot's own check still holds.)
 
-        The exchange's timeout is stopped while the request waits there -- a Retry-After
-        may be longer than it -- and starts again, whole, when the request goes.  Nothing
-        may raise in here: aiohttp would leave the new connection open.
+        The exchange's timeout is stopped while the request waits here -- a Retry-After
+        may be longer than it -- and starts again, whole, when the request goes.  A pooled
+        connection comes without a turn of the event loop: the answers the slot let land
+        are all there are.
         """
-
-        async def hold(context: SimpleNamespace, *, new_connection: bool) -> None:
-            exchange = context.trace_request_ctx
-            if not isinstance(exchange, _Exchange):
-                return
-            exchange.deadline.reschedule(None)
-            await self._limiter.hold(exchange.ticket, land_answers=new_connection)
-            loop = asyncio.get_running_loop()
-            exchange.deadline.reschedule(loop.time() + self._settings.http_timeout_s)
-
-        async def after_connecting(_: object, context: SimpleNamespace, __: object) -> None:
-            await hold(context, new_connection=True)
-
-        async def on_reuse(_: object, context: SimpleNamespace, __: object) -> None:
-            # A pooled connection comes without a turn of the event loop: the answers the
-            # slot let land are all there are.
-            await hold(context, new_connection=False)
-
-        trace = aiohttp.TraceConfig()
-        trace.on_connection_create_end.append(after_connecting)
-        trace.on_connection_reuseconn.append(on_reuse)
-        return trace
+        exchange.deadline.reschedule(None)
+        await self._limiter.hold(exchange.ticket, land_answers=exchange.new_connection)
+        loop = asyncio.get_running_loop()
+        exchange.deadline.reschedule(loop.time() + self._settings.http_timeout_s)
 
     # -- the two endpoints -------------------------------------------------
 
@@ -404,6 +391,7 @@ class CoreClawClient:
             async with (
                 self._limiter.slot(endpoint) as ticket,
                 asyncio.timeout(self._settings.http_timeout_s) as deadline,
+                _exchange(ticket, deadline),
                 self._get_session().request(
                     method,
                     self._settings.api_url + endpoint,
@@ -411,7 +399,6 @@ class CoreClawClient:
                     json=json_body,
                     headers=self._headers,
                     allow_redirects=False,  # a redirect must not carry the key to another host
-                    trace_request_ctx=_Exchange(ticket, deadline),
                 ) as response,
             ):
                 body = await response.read()
@@ -438,15 +425,69 @@ class CoreClawClient:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Exchange:
-    """What the gate check before the write needs of a request: its slot and its timeout."""
+    """What the last look at the gates needs of a request: its slot, its timeout, and
+    whether its connection is new (so answers may have come in while it was made)."""
 
     ticket: Ticket
     deadline: asyncio.Timeout
+    new_connection: bool = False
 
-    def __deepcopy__(self, memo: dict[int, object]) -> _Exchange:
-        return self  # live handles; see Ticket.__deepcopy__
+
+# The exchange of the request this task is sending: aiohttp hands its connector nothing
+# of the caller's, and a request is connected in the task that sends it.
+_EXCHANGE: ContextVar[_Exchange | None] = ContextVar("syncd_exchange", default=None)
+
+
+@asynccontextmanager
+async def _exchange(ticket: Ticket, deadline: asyncio.Timeout) -> AsyncIterator[None]:
+    token = _EXCHANGE.set(_Exchange(ticket, deadline))
+    try:
+        yield
+    finally:
+        _EXCHANGE.reset(token)
+
+
+async def _mark_new_connection(_: object, __: SimpleNamespace, ___: object) -> None:
+    # Nothing awaited, so nothing can interrupt it: aiohttp leaves a connection open
+    # when one of these raises.
+    exchange = _EXCHANGE.get()
+    if exchange is not None:
+        exchange.new_connection = True
+
+
+_NEW_CONNECTIONS = aiohttp.TraceConfig()
+_NEW_CONNECTIONS.on_connection_create_end.append(_mark_new_connection)
+
+
+class _GatedConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, with the client's last look at the gates once a request has its
+    connection (new or pooled).  A request cancelled there (a shutdown, or a scan that no
+    longer needs the page) closes that connection: left to aiohttp, an exception there
+    would leave it open, in neither the pool nor the connections the session closes."""
+
+    def __init__(
+        self, hold: Callable[[_Exchange], Awaitable[None]], *, ssl: ssl.SSLContext | bool
+    ) -> None:
+        super().__init__(ssl=ssl)
+        self._hold = hold
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 -- aiohttp's own signature, overridden
+    ) -> Connection:
+        conn = await super().connect(req, traces, timeout)
+        exchange = _EXCHANGE.get()
+        if exchange is not None:
+            try:
+                await self._hold(exchange)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
 
 def _secret_forms(secret: str) -> tuple[str, ...]:

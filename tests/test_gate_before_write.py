@@ -7,6 +7,7 @@ must not go out before they open again: the server would count it as sent early.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,3 +75,59 @@ async def test_an_answer_slower_than_the_timeout_fails_the_exchange() -> None:
                 await client.list_v1(page_index=1, page_size=5)
         assert time.monotonic() - started < 1.5  # the timeout, not the 2 s answer
         assert len(api.requests) == 1
+
+
+def established_to(port: int) -> int:
+    """TCP connections of this machine in state ESTABLISHED whose remote port is `port`
+    (the client ends of connections to a server on it)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                    count += 1
+    return count
+
+
+class GateClosesOnRequest(RateLimiter):
+    """Closes the gates for a long wait just after the slot of the request asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.close_next = False
+
+    @asynccontextmanager
+    async def slot(self, endpoint: str = "") -> AsyncIterator[Ticket]:
+        async with super().slot(endpoint) as ticket:
+            if self.close_next:
+                self._not_before = time.monotonic() + 60.0
+            yield ticket
+
+
+@pytest.mark.parametrize("reused", [False, True])
+async def test_a_request_cancelled_while_held_at_the_gate_leaves_no_connection_open(
+    reused: bool,
+) -> None:
+    """Shutdown, or a scan that no longer needs a page, cancels a request held at the gate:
+    it is never sent, and its connection (new or from the pool) is closed with the client."""
+    async with serve(FakeApiConfig(runs=5, api_key=KEY)) as (api, url):
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        limiter = GateClosesOnRequest()
+        async with CoreClawClient(settings_for(url, None, KEY), limiter=limiter) as client:
+            if reused:
+                await client.list_v1(page_index=1, page_size=5)  # leaves one in the pool
+            sent = len(api.requests)
+            limiter.close_next = True
+            held = asyncio.create_task(client.list_v1(page_index=2, page_size=5))
+            deadline = time.monotonic() + 5.0
+            while established_to(port) < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # well inside the 60 s wait
+            assert not held.done() and established_to(port) == 1
+            held.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await held
+        await asyncio.sleep(0.05)  # the close reaches the kernel
+        assert len(api.requests) == sent  # the held request never went
+        assert established_to(port) == 0
