@@ -143,7 +143,7 @@ class CoreClawClient:
         # Created lazily: aiohttp wants a running event loop at construction.
         if self._session is None:
             # No timeout of aiohttp's own: `_send` times each exchange, and stops the
-            # clock while a request waits at the gate (see `_gate_check`).
+            # clock while a request waits at the gate (see `_hold`).
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None),
                 connector=_GatedConnector(self._hold, ssl=self._ssl),

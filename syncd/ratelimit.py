@@ -127,12 +127,6 @@ class Ticket:
     def rtt_s(self) -> float | None:
         return None if self.answered_at is None else self.answered_at - self.sent_at
 
-    def __deepcopy__(self, memo: dict[int, object]) -> Ticket:
-        # A live handle on its lane (a lock, the event loop behind it), handed along with
-        # the request (aiohttp's trace context) to code that may copy a request's
-        # arguments, as aioresponses does: a copy would be a lane of its own.
-        return self
-
 
 class _MinWindow:
     """The lowest value seen in the last `span_s` seconds (a monotonic deque)."""

@@ -96,6 +96,7 @@ class GateClosesOnRequest(RateLimiter):
     def __init__(self) -> None:
         super().__init__()
         self.close_next = False
+        self.held = asyncio.Event()  # a request reached the last look with its connection
 
     @asynccontextmanager
     async def slot(self, endpoint: str = "") -> AsyncIterator[Ticket]:
@@ -103,6 +104,11 @@ class GateClosesOnRequest(RateLimiter):
             if self.close_next:
                 self._not_before = time.monotonic() + 60.0
             yield ticket
+
+    async def hold(self, ticket: Ticket, *, land_answers: bool = True) -> None:
+        if self.close_next:
+            self.held.set()
+        await super().hold(ticket, land_answers=land_answers)
 
 
 @pytest.mark.parametrize("reused", [False, True])
@@ -120,9 +126,8 @@ async def test_a_request_cancelled_while_held_at_the_gate_leaves_no_connection_o
             sent = len(api.requests)
             limiter.close_next = True
             held = asyncio.create_task(client.list_v1(page_index=2, page_size=5))
-            deadline = time.monotonic() + 5.0
-            while established_to(port) < 1 and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(5.0):
+                await limiter.held.wait()
             await asyncio.sleep(0.05)  # well inside the 60 s wait
             assert not held.done() and established_to(port) == 1
             held.cancel()

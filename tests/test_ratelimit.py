@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 from dataclasses import replace
 from typing import Any
@@ -411,14 +410,6 @@ async def test_endpoints_take_turns_at_the_ceiling() -> None:
     await asyncio.gather(stream("v1"), stream("v2"))
     first_half = [lane for _, lane in sorted(sent)[:10]]
     assert 4 <= first_half.count("v1") <= 6
-
-
-async def test_a_ticket_copied_with_its_request_stays_the_same_ticket() -> None:
-    """Request arguments get deep-copied (aioresponses records them): the ticket among them
-    stays the one handle on its lane, not a lane (lock, event loop) of its own."""
-    limiter = limiter_on(FakeClock())
-    ticket = await send(limiter, FakeClock())
-    assert copy.deepcopy({"trace_request_ctx": ticket})["trace_request_ctx"] is ticket
 
 
 async def test_requests_held_at_a_gate_go_at_the_lanes_pace_when_it_opens() -> None:
