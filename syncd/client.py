@@ -147,9 +147,33 @@ class CoreClawClient:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None),
                 connector=_GatedConnector(self._hold, ssl=self._ssl),
-                trace_configs=[_NEW_CONNECTIONS],
+                trace_configs=[self._traces()],
             )
         return self._session
+
+    def _traces(self) -> aiohttp.TraceConfig:
+        """New connections are marked (answers may have come in while one was made), and a
+        request with a body looks at the gates again as its first byte goes.
+
+        aiohttp holds a request's headers back to go with its body, and before Python
+        3.12 writes the body from a task of its own, a turn of the event loop after the
+        connector's look: an answer read in that turn may have closed the gates.
+        Nothing is on the wire yet when the first chunk is announced, so the whole
+        request waits there (v1's POST; v2's GET has no body and goes at once).  A
+        request cancelled while it waits is closed by aiohttp, its connection with it.
+        """
+
+        async def before_body(_: object, __: SimpleNamespace, ___: object) -> None:
+            exchange = _EXCHANGE.get()
+            if exchange is not None and not exchange.body_looked:
+                exchange.body_looked = True
+                exchange.new_connection = False  # the connector's look let answers land
+                await self._hold(exchange)
+
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(_mark_new_connection)
+        trace.on_request_chunk_sent.append(before_body)
+        return trace
 
     async def _hold(self, exchange: _Exchange) -> None:
         """A last look at the gates once the request has its connection, just before it is
@@ -433,6 +457,7 @@ class _Exchange:
     ticket: Ticket
     deadline: asyncio.Timeout
     new_connection: bool = False
+    body_looked: bool = False  # the look before the body's first byte was taken
 
 
 # The exchange of the request this task is sending: aiohttp hands its connector nothing
@@ -455,10 +480,6 @@ async def _mark_new_connection(_: object, __: SimpleNamespace, ___: object) -> N
     exchange = _EXCHANGE.get()
     if exchange is not None:
         exchange.new_connection = True
-
-
-_NEW_CONNECTIONS = aiohttp.TraceConfig()
-_NEW_CONNECTIONS.on_connection_create_end.append(_mark_new_connection)
 
 
 class _GatedConnector(aiohttp.TCPConnector):

@@ -136,3 +136,36 @@ async def test_a_request_cancelled_while_held_at_the_gate_leaves_no_connection_o
         await asyncio.sleep(0.05)  # the close reaches the kernel
         assert len(api.requests) == sent  # the held request never went
         assert established_to(port) == 0
+
+
+class GateClosesAfterTheLook(RateLimiter):
+    """As if an answer read in the very next turn of the event loop, after the connector's
+    last look let a request through, closed the gates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed_until: list[float] = []
+        self._looked: set[int] = set()
+
+    def _close(self) -> None:
+        self._not_before = time.monotonic() + WAIT_S
+        self.closed_until.append(self._not_before)
+
+    async def hold(self, ticket: Ticket, *, land_answers: bool = True) -> None:
+        await super().hold(ticket, land_answers=land_answers)
+        if id(ticket) not in self._looked:
+            self._looked.add(id(ticket))
+            asyncio.get_running_loop().call_soon(self._close)
+
+
+async def test_a_request_with_a_body_waits_for_gates_closed_after_the_last_look() -> None:
+    """v1's body (and the headers aiohttp keeps back for it) goes a turn after the look
+    (Python 3.11): a gate closed in that turn holds the whole request until it opens."""
+    async with serve(FakeApiConfig(runs=5, api_key=KEY)) as (api, url):
+        limiter = GateClosesAfterTheLook()
+        async with CoreClawClient(settings_for(url, None, KEY), limiter=limiter) as client:
+            await client.list_v1(page_index=1, page_size=5)  # a new connection
+            await client.list_v1(page_index=2, page_size=5)  # the same one, reused
+        arrived = [rec.time for rec in api.requests]
+        assert len(arrived) == 2 == len(limiter.closed_until)
+        assert all(at >= until for at, until in zip(arrived, limiter.closed_until, strict=True))
